@@ -972,6 +972,13 @@ def strip_encoder(
     return encode, {'compression': tag, 'predictor': predictor}
 
 
+def needs_bigtiff(size: int) -> bool:
+    """Return whether a file with ``size`` bytes of image data needs BigTIFF
+    (classic TIFF offsets end at 4 GiB; keep room for headers and for
+    compressed strips a little larger than their data)."""
+    return size + size // 50 + 32 * MIB >= 2**32
+
+
 def writer_args(first: Frame, strip_rows: int, extra: dict[str, Any]) -> dict[str, Any]:
     """Return the arguments of ``TiffWriter.write`` for the stacked image."""
     if first.planar:
@@ -1283,8 +1290,7 @@ def _write_stack(
     """
     first = frames[0]
     args = writer_args(first, plan.strip_rows, extra)
-    size = first.height * first.planes * first.row_bytes
-    bigtiff = size + size // 50 + MIB > 2**32 - 2**25
+    bigtiff = needs_bigtiff(first.height * first.planes * first.row_bytes)
     totals = [0, 0]
     with contextlib.ExitStack() as stack:
         readers = stack.enter_context(concurrent.futures.ThreadPoolExecutor(WORKERS))
@@ -1422,7 +1428,7 @@ def _open_rejection_map(path: str, first: Frame, stack: contextlib.ExitStack) ->
     else:
         shape = (first.height, first.width)
     size = 2 * math.prod(shape)
-    with tifffile.TiffWriter(path, bigtiff=size + MIB > 2**32 - 2**25) as tw:
+    with tifffile.TiffWriter(path, bigtiff=needs_bigtiff(size)) as tw:
         offset, _ = tw.write(
             None, shape=shape, dtype=np.uint16, returnoffset=True, metadata=None,
             photometric='minisblack',

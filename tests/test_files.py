@@ -1,0 +1,347 @@
+# Copyright 2026 The imgstack developers
+# SPDX-License-Identifier: Apache-2.0
+"""Every TIFF users have, in and out (CONTRACT section 3)."""
+
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import tifffile
+
+import imgstack
+from imgstack import ImgstackError
+
+LIBTIFF = shutil.which('tiffcp') and shutil.which('tiffinfo')
+needs_libtiff = pytest.mark.skipif(not LIBTIFF, reason='libtiff-tools not installed')
+
+
+def frames(n=9, shape=(37, 29), dtype='uint16', seed=0):
+    """Frames with noise and a few outliers, as a stack."""
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(dtype)
+    if dtype.kind == 'f':
+        stack = rng.normal(0.5, 0.05, (n, *shape))
+        stack[rng.random(stack.shape) < 0.02] = 5.0
+    else:
+        info = np.iinfo(dtype)
+        mid, spread = (info.min + info.max) / 2, (info.max - info.min) / 50
+        stack = rng.normal(mid, spread, (n, *shape))
+        stack[rng.random(stack.shape) < 0.02] = info.max
+        stack = np.rint(np.clip(stack, info.min, info.max))
+    return stack.astype(dtype)
+
+
+def write(tmp_path, stack, name='in', **kwargs):
+    kwargs.setdefault('metadata', None)
+    paths = []
+    for i, frame in enumerate(stack):
+        paths.append(str(tmp_path / f'{name}{i:02d}.tif'))
+        tifffile.imwrite(paths[-1], frame, **kwargs)
+    return paths
+
+
+def stacked(tmp_path, paths, name='out.tif', **kwargs):
+    out = str(tmp_path / name)
+    kwargs.setdefault('iterations', 3)
+    kwargs.setdefault('sigma', 2.0)
+    imgstack.stack_files(paths, out, **kwargs)
+    return out
+
+
+def no_leftovers(directory):
+    return [f for f in os.listdir(directory) if f.endswith(('.part', '.raw'))]
+
+
+RGB = {'photometric': 'rgb'}
+INPUTS = {
+    'deflate': RGB | {'compression': 'zlib', 'rowsperstrip': 8},
+    'deflate-predictor': RGB | {'compression': 'zlib', 'predictor': True, 'rowsperstrip': 8},
+    'lzw': RGB | {'compression': 'lzw', 'rowsperstrip': 16},
+    'lzw-single-strip': RGB | {'compression': 'lzw', 'rowsperstrip': 1000},
+    'zstd': RGB | {'compression': 'zstd', 'rowsperstrip': 5},
+    'lzma': RGB | {'compression': 'lzma'},
+    'packbits': RGB | {'compression': 'packbits', 'rowsperstrip': 3},
+    'tiles': RGB | {'tile': (16, 16)},
+    'tiles-deflate': RGB | {'tile': (16, 32), 'compression': 'zlib'},
+    'strips': RGB | {'rowsperstrip': 7},
+    'bigtiff': RGB | {'bigtiff': True, 'rowsperstrip': 10},
+    'big-endian': RGB | {'byteorder': '>', 'rowsperstrip': 10},
+    'big-endian-lzw': RGB | {'byteorder': '>', 'compression': 'lzw', 'predictor': True},
+}
+
+
+@pytest.mark.parametrize('kind', list(INPUTS))
+def test_input_kinds_equal_uncompressed(tmp_path, kind):
+    stack = frames(shape=(37, 29, 3))
+    plain = stacked(tmp_path, write(tmp_path, stack, 'plain', **RGB), 'plain.tif', rows=9)
+    other = stacked(tmp_path, write(tmp_path, stack, 'other', **INPUTS[kind]), 'other.tif', rows=9)
+    np.testing.assert_array_equal(tifffile.imread(other), tifffile.imread(plain))
+    assert not no_leftovers(tmp_path)
+
+
+@pytest.mark.parametrize('dtype', ['uint8', 'uint16', 'uint32', 'int8', 'int16', 'int32', 'float32', 'float64'])
+@pytest.mark.parametrize('layout', ['gray', 'rgb', 'planar'])
+def test_dtypes_and_layouts(tmp_path, dtype, layout):
+    shape = {'gray': (21, 19), 'rgb': (21, 19, 3), 'planar': (3, 21, 19)}[layout]
+    kwargs = {'gray': {}, 'rgb': RGB, 'planar': RGB | {'planarconfig': 'separate'}}[layout]
+    stack = frames(7, shape, dtype)
+    out = stacked(tmp_path, write(tmp_path, stack, compression='zlib', rowsperstrip=4, **kwargs), rows=5)
+    want, _ = imgstack.sigma_clipped_mean(stack, sigma=2.0, iterations=3)
+    got = tifffile.imread(out)
+    assert got.dtype == np.dtype(dtype) and got.shape == shape
+    np.testing.assert_array_equal(got, imgstack.to_dtype(want, np.dtype(dtype)))
+    with tifffile.TiffFile(out) as tif:
+        page = tif.pages.first
+        assert page.planarconfig == (2 if layout == 'planar' else 1)
+        assert page.photometric == (1 if layout == 'gray' else 2)
+
+
+def test_jpeg_inputs(tmp_path):
+    stack = frames(6, (32, 48, 3), 'uint8')
+    paths = write(tmp_path, stack, photometric='rgb', compression='jpeg', rowsperstrip=16)
+    decoded = np.stack([tifffile.imread(p) for p in paths])
+    plain = stacked(tmp_path, write(tmp_path, decoded, 'plain', **RGB), 'plain.tif')
+    out = stacked(tmp_path, paths)
+    np.testing.assert_array_equal(tifffile.imread(out), tifffile.imread(plain))
+
+
+def test_jpeg_ycbcr_subsampled_inputs(tmp_path):
+    stack = frames(5, (32, 48, 3), 'uint8')
+    paths = write(tmp_path, stack, photometric='ycbcr', compression='jpeg',
+                  subsampling=(2, 2), rowsperstrip=16)
+    decoded = np.stack([tifffile.imread(p) for p in paths])
+    plain = stacked(tmp_path, write(tmp_path, decoded, 'plain', **RGB), 'plain.tif')
+    out = stacked(tmp_path, paths)
+    np.testing.assert_array_equal(tifffile.imread(out), tifffile.imread(plain))
+    with tifffile.TiffFile(out) as tif:
+        assert tif.pages.first.photometric == 2  # written as RGB
+
+
+def test_alpha_marks_invalid_pixels(tmp_path):
+    stack = frames(8, (10, 12, 4), 'uint16')
+    stack[..., 3] = 65535
+    stack[2, 3, 4, 3] = 0  # transparent: its colour must not count
+    stack[2, 3, 4, :3] = 7
+    stack[:, 5, 6, 3] = 100  # transparent in every frame
+    out = stacked(tmp_path, write(tmp_path, stack, photometric='rgb', extrasamples=['unassalpha']), iterations=0)
+    got = tifffile.imread(out)
+    keep = np.ones(8, bool)
+    keep[2] = False
+    want = np.rint(stack[keep, 3, 4, :3].astype(np.float64).mean(axis=0))
+    np.testing.assert_array_equal(got[3, 4, :3], want)
+    assert got[3, 4, 3] == 65535
+    assert got[5, 6].tolist() == [0, 0, 0, 0]
+    with tifffile.TiffFile(out) as tif:
+        assert tuple(tif.pages.first.extrasamples) == (2,)
+    # --no-alpha: the 4th channel is data
+    out2 = stacked(tmp_path, write(tmp_path, stack, 'na', photometric='rgb', extrasamples=['unassalpha']),
+                   'na.tif', iterations=0, no_alpha=True)
+    assert tifffile.imread(out2)[3, 4, 0] == np.rint(stack[:, 3, 4, 0].mean())
+
+
+def test_planar_float_alpha(tmp_path):
+    stack = frames(6, (4, 9, 11), 'float32')
+    stack[:, 3] = 1.0
+    stack[1, 3, 2, 2] = 0.5
+    stack[1, :3, 2, 2] = 100.0
+    paths = write(tmp_path, stack, photometric='rgb', planarconfig='separate', extrasamples=['assocalpha'])
+    out = stacked(tmp_path, paths, rows=3)
+    got = tifffile.imread(out)
+    want = np.delete(stack[:, :3, 2, 2], 1, axis=0).astype(np.float64).mean(axis=0)
+    np.testing.assert_allclose(got[:3, 2, 2], want.astype(np.float32))
+    assert got[3, 2, 2] == 1.0
+
+
+def test_extra_sample_that_is_not_alpha_is_data(tmp_path):
+    stack = frames(6, (8, 9, 2), 'uint16')
+    stack[:, :, :, 1] = 3  # would make every pixel transparent if it were alpha
+    out = stacked(tmp_path, write(tmp_path, stack, photometric='minisblack', extrasamples=['unspecified']))
+    got = tifffile.imread(out)
+    assert (got[..., 1] == 3).all() and got[..., 0].min() > 0
+
+
+def test_multipage_input_warns(tmp_path, capsys):
+    stack = frames(4, (6, 7))
+    paths = write(tmp_path, stack)
+    with tifffile.TiffWriter(paths[0], bigtiff=False) as tw:
+        tw.write(stack[0], metadata=None)
+        tw.write(stack[1], metadata=None)
+    out = str(tmp_path / 'out.tif')
+    assert imgstack.main([out, *paths]) == 0
+    err = capsys.readouterr().err
+    assert f'{paths[0]}: holds 2 images; only the first is stacked' in err
+
+
+@pytest.mark.parametrize('codec', ['zlib', 'zlib:9', 'lzw', 'zstd', 'zstd:19', 'lzma', 'packbits'])
+@pytest.mark.parametrize('dtype', ['uint16', 'int8', 'float32'])
+def test_output_codecs(tmp_path, codec, dtype):
+    stack = frames(6, (40, 23, 3), dtype)
+    paths = write(tmp_path, stack, **RGB)
+    plain = stacked(tmp_path, paths, 'plain.tif', rows=7)
+    out = stacked(tmp_path, paths, 'out.tif', rows=7, compress=codec)
+    np.testing.assert_array_equal(tifffile.imread(out), tifffile.imread(plain))
+    name = codec.split(':')[0]
+    with tifffile.TiffFile(out) as tif:
+        page = tif.pages.first
+        assert page.compression == imgstack.CODECS[name]
+        want = 1 if name == 'packbits' else (3 if dtype == 'float32' else 2)
+        assert page.predictor == want
+        assert len(page.dataoffsets) > 1  # written as several strips
+    if LIBTIFF:
+        assert_libtiff_reads(tmp_path, out, tifffile.imread(plain))
+
+
+def assert_libtiff_reads(tmp_path, path, want):
+    """libtiff's tools read the file and decode the same pixels."""
+    info = subprocess.run(['tiffinfo', '-D', path], capture_output=True, text=True)
+    assert info.returncode == 0, info.stderr
+    assert 'error' not in info.stderr.lower(), info.stderr
+    copy = str(tmp_path / 'libtiff-copy.tif')
+    done = subprocess.run(['tiffcp', '-c', 'none', path, copy], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_array_equal(tifffile.imread(copy), want)
+    os.unlink(copy)
+
+
+@needs_libtiff
+@pytest.mark.parametrize('layout', ['gray', 'rgb', 'planar', 'rgba'])
+def test_libtiff_reads_output(tmp_path, layout):
+    shape = {'gray': (30, 20), 'rgb': (30, 20, 3), 'planar': (3, 30, 20), 'rgba': (30, 20, 4)}[layout]
+    kwargs = {'gray': {}, 'rgb': RGB, 'planar': RGB | {'planarconfig': 'separate'},
+              'rgba': RGB | {'extrasamples': ['unassalpha']}}[layout]
+    stack = frames(5, shape, 'uint16')
+    if layout == 'rgba':
+        stack[..., 3] = 65535
+    out = stacked(tmp_path, write(tmp_path, stack, **kwargs), compress='zstd', rows=9)
+    assert_libtiff_reads(tmp_path, out, tifffile.imread(out))
+
+
+@needs_libtiff
+@pytest.mark.parametrize('options', [['-c', 'lzw:2'], ['-c', 'zip:2', '-t', '-w', '16', '-l', '16'],
+                                     ['-p', 'separate', '-c', 'packbits'], ['-r', '1', '-c', 'zip']])
+def test_inputs_written_by_libtiff(tmp_path, options):
+    # uint8: tiffcp converts to planar only 8-bit samples
+    stack = frames(6, (33, 35, 3), 'uint8')
+    plain_paths = write(tmp_path, stack, 'plain', **RGB)
+    paths = []
+    for i, p in enumerate(plain_paths):
+        paths.append(str(tmp_path / f'cp{i}.tif'))
+        subprocess.run(['tiffcp', *options, p, paths[-1]], check=True)
+    plain = stacked(tmp_path, plain_paths, 'plain.tif')
+    out = stacked(tmp_path, paths, 'out.tif', rows=4)
+    got = tifffile.imread(out)
+    if 'separate' in options:  # the output keeps the planar layout
+        got = np.moveaxis(got, 0, -1)
+    np.testing.assert_array_equal(got, tifffile.imread(plain))
+
+
+def test_metadata_kept(tmp_path):
+    stack = frames(4, (12, 10, 3), 'uint8')
+    icc = b'\x00\x00\x02\x0cFAKE-ICC-PROFILE' + bytes(100)
+    paths = write(tmp_path, stack, photometric='rgb', iccprofile=icc,
+                  resolution=(300, 300), resolutionunit='INCH')
+    out = stacked(tmp_path, paths, compress='lzw')
+    with tifffile.TiffFile(out) as tif:
+        page = tif.pages.first
+        assert page.iccprofile == icc
+        assert page.tags['XResolution'].value == (300, 1)
+        assert page.tags['YResolution'].value == (300, 1)
+        assert page.tags['ResolutionUnit'].value == 2
+        assert page.photometric == 2
+
+
+def test_miniswhite_kept(tmp_path):
+    stack = frames(4, (5, 6), 'uint8')
+    out = stacked(tmp_path, write(tmp_path, stack, photometric='miniswhite'))
+    with tifffile.TiffFile(out) as tif:
+        assert tif.pages.first.photometric == 0
+
+
+def test_bigtiff_threshold():
+    assert not imgstack.needs_bigtiff(2**31)
+    assert imgstack.needs_bigtiff(2**32)
+    assert imgstack.needs_bigtiff(2**32 - 2**20)  # no room left for the header
+
+
+def test_bigtiff_when_large(tmp_path, monkeypatch):
+    # writing 4 GiB is too slow for a test: lower the threshold instead and
+    # check that the decision reaches the writer
+    monkeypatch.setattr(imgstack, 'needs_bigtiff', lambda size: size > 1000)
+    stack = frames(3, (30, 40))
+    out = stacked(tmp_path, write(tmp_path, stack))
+    with tifffile.TiffFile(out) as tif:
+        assert tif.is_bigtiff
+    np.testing.assert_array_equal(tifffile.imread(out), tifffile.imread(stacked(
+        tmp_path, write(tmp_path, stack, 'b'), 'b.tif')))
+
+
+def test_mismatch_names_both_files(tmp_path):
+    a = write(tmp_path, frames(2, (5, 6)), 'a')
+    b = write(tmp_path, frames(1, (5, 7)), 'b')
+    with pytest.raises(ImgstackError, match=r'shape 5x7 differs from 5x6 of .*a00.tif') as exc:
+        stacked(tmp_path, a + b)
+    assert exc.value.file == b[0]
+    c = write(tmp_path, frames(1, (5, 6), 'int16'), 'c')
+    with pytest.raises(ImgstackError, match='data type int16 differs from uint16'):
+        stacked(tmp_path, a + c)
+    d = write(tmp_path, frames(1, (3, 5, 6)), 'd', photometric='rgb', planarconfig='separate')
+    e = write(tmp_path, frames(1, (5, 6, 3)), 'e', **RGB)
+    with pytest.raises(ImgstackError, match='layout chunky differs from planar'):
+        stacked(tmp_path, d + e)
+    with pytest.raises(ImgstackError, match='samples per pixel 3 differs from 1'):
+        stacked(tmp_path, a + e)
+    assert not os.path.exists(tmp_path / 'out.tif')
+
+
+def test_force_replaces_and_output_not_input(tmp_path):
+    paths = write(tmp_path, frames(3, (5, 6)))
+    out = tmp_path / 'out.tif'
+    out.write_bytes(b'precious')
+    with pytest.raises(ImgstackError, match='exists'):
+        stacked(tmp_path, paths)
+    assert out.read_bytes() == b'precious'
+    stacked(tmp_path, paths, force=True)
+    assert tifffile.imread(out).shape == (5, 6)
+    with pytest.raises(ImgstackError, match='is an input'):
+        imgstack.stack_files(paths, str(tmp_path / '.' / 'in00.tif'), force=True)
+    link = tmp_path / 'link.tif'
+    link.symlink_to(paths[1])
+    with pytest.raises(ImgstackError, match='is an input'):
+        imgstack.stack_files(paths, str(link), force=True)
+    assert not no_leftovers(tmp_path)
+
+
+def test_single_strip_decoded_once_to_temporary_file(tmp_path, monkeypatch):
+    stack = frames(5, (60, 20, 3))
+    paths = write(tmp_path, stack, compression='lzw', rowsperstrip=60, **RGB)
+    made = []
+    real = imgstack.predecode
+
+    def spy(frame, directory):
+        raw = real(frame, directory)
+        made.append(raw.path)
+        assert os.path.exists(raw.path)
+        return raw
+
+    monkeypatch.setattr(imgstack, 'predecode', spy)
+    out = stacked(tmp_path, paths, rows=8)
+    assert len(made) == 5 and not any(os.path.exists(p) for p in made)
+    plain = stacked(tmp_path, write(tmp_path, stack, 'plain', **RGB), 'plain.tif', rows=8)
+    np.testing.assert_array_equal(tifffile.imread(out), tifffile.imread(plain))
+
+
+def test_temporary_files_removed_on_error(tmp_path):
+    stack = frames(4, (60, 20))
+    paths = write(tmp_path, stack, compression='zlib', rowsperstrip=60)
+    # corrupt the data of the last input: the earlier ones are decoded first
+    with open(paths[-1], 'r+b') as fh:
+        with tifffile.TiffFile(paths[-1]) as tif:
+            offset = tif.pages.first.dataoffsets[0]
+        fh.seek(offset)
+        fh.write(b'\xff' * 40)
+    with pytest.raises(ImgstackError, match=r'in03.tif: corrupt data in rows 0-59'):
+        stacked(tmp_path, paths, rows=8)
+    assert not no_leftovers(tmp_path)
+    assert not os.path.exists(tmp_path / 'out.tif')

@@ -280,50 +280,58 @@ def _clip_chunk(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Clip one chunk ``(n, c)``; return mean, rejected counts and passes.
 
-    Points are dropped from the working set as soon as a pass rejects
+    8- and 16-bit integers stay in their own type: sums are exact int64,
+    and each value is compared with per-point integer bounds (``x < lo``
+    is ``x < ceil(lo)`` for an integer).  Other types are clipped in
+    float64.  Points leave the working set as soon as a pass rejects
     nothing there: their kept values, and so their result, cannot change.
+    ``kept`` is None while every value is kept.
     """
     exact = v.dtype.kind in 'iu' and v.dtype.itemsize <= 2
-    x = v.astype(np.int64 if exact else np.float64)
-    kept = ~np.isnan(x) if v.dtype.kind == 'f' else np.ones(x.shape, bool)
-    if valid is not None:
-        kept &= valid
-    npoints = x.shape[1]
+    x = v if exact else v.astype(np.float64)
+    kept = valid
+    if v.dtype.kind == 'f':
+        nan = np.isnan(x)
+        if nan.any():
+            kept = ~nan if kept is None else kept & ~nan
+        del nan
     total, count = _sums(x, kept)
-    mean = np.zeros(npoints, np.float64)  # result of points with no valid value
     with np.errstate(invalid='ignore', divide='ignore'):
-        fallback = total / count
-    has_valid = count > 0
-    mean[has_valid] = fallback[has_valid]
-    rejected = np.zeros(npoints, np.int64)
-    active = np.arange(npoints)  # points whose kept values may still change
+        mean = np.where(count > 0, total / count, 0.0)
+    fallback = mean.copy()  # the mean of the valid values: 0 where none
+    rejected = np.zeros(x.shape[1], np.int64)
+    active = np.arange(x.shape[1])  # the points still in the working set
     passes = 0
     for _ in range(iterations):
         passes += 1
         lo, hi = _bounds(x, kept, total, count, low, high, center, exact)
-        still = kept & (x >= lo) & (x <= hi)
-        new_count = still.sum(axis=0)
-        changed = new_count < count
-        rejected[active] += count - new_count
+        out = (x < lo) | (x > hi)
+        if kept is not None:
+            out &= kept
+        changed = out.any(axis=0)
         if not changed.any():
             break
-        # keep only the points that changed; the others are final
-        active = active[changed]
-        x, kept, fallback = x[:, changed], still[:, changed], fallback[changed]
+        active, x, out = active[changed], x[:, changed], out[:, changed]
+        rejected[active] += out.sum(axis=0)
+        kept = ~out if kept is None else kept[:, changed] & ~out
         total, count = _sums(x, kept)
         with np.errstate(invalid='ignore', divide='ignore'):
-            mean[active] = np.where(count > 0, total / count, fallback)
+            mean[active] = np.where(count > 0, total / count, fallback[active])
     return mean, rejected, passes
 
 
-def _sums(x: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return the sum and the count of the kept values of each point."""
-    return np.where(kept, x, 0).sum(axis=0), kept.sum(axis=0)
+def _sums(x: np.ndarray, kept: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Return the sum (int64 for integers) and the count of the kept values
+    of each point."""
+    dtype = np.float64 if x.dtype.kind == 'f' else np.int64
+    if kept is None:
+        return x.sum(axis=0, dtype=dtype), np.full(x.shape[1], x.shape[0])
+    return np.where(kept, x, 0).sum(axis=0, dtype=dtype), kept.sum(axis=0)
 
 
 def _bounds(
     x: np.ndarray,
-    kept: np.ndarray,
+    kept: np.ndarray | None,
     total: np.ndarray,
     count: np.ndarray,
     low: float,
@@ -335,30 +343,40 @@ def _bounds(
 
     ``d`` is the standard deviation about the mean with divisor ``k``: from
     exact integer sums ``(k*sum(x^2) - sum(x)^2) / k^2`` for small
-    integers, otherwise with a second pass over the deviations.
+    integers, otherwise with a second pass over the deviations.  For small
+    integers the bounds are returned as integers of the data's type.
     """
     with np.errstate(invalid='ignore', divide='ignore'):
         mean = total / count
         if exact:
-            xk = np.where(kept, x, 0)
-            squares = (xk * xk).sum(axis=0)
+            xk = x if kept is None else np.where(kept, x, 0)
+            squares = np.square(xk, dtype=np.int64).sum(axis=0)
             var = (count * squares - total * total) / (count.astype(np.float64) ** 2)
         else:
-            dev = np.where(kept, x - mean, 0.0)
-            var = (dev * dev).sum(axis=0) / count
+            dev = x - mean
+            if kept is not None:
+                dev = np.where(kept, dev, 0.0)
+            var = np.square(dev, out=dev).sum(axis=0) / count
         std = np.sqrt(var)
-        if center == 'median':
-            mid = _median(x, kept, count)
-        else:
-            mid = mean
-        return mid - std * low, mid + std * high
+        mid = mean if center == 'mean' else _median(x, kept, count)
+        lo, hi = mid - std * low, mid + std * high
+    if not exact:
+        return lo, hi
+    info = np.iinfo(x.dtype)  # NaN bounds (no value kept) keep everything
+    lo = np.clip(np.nan_to_num(np.ceil(lo), nan=info.min), info.min, info.max)
+    hi = np.clip(np.nan_to_num(np.floor(hi), nan=info.max), info.min, info.max)
+    return lo.astype(x.dtype), hi.astype(x.dtype)
 
 
-def _median(x: np.ndarray, kept: np.ndarray, count: np.ndarray) -> np.ndarray:
+def _median(x: np.ndarray, kept: np.ndarray | None, count: np.ndarray) -> np.ndarray:
     """Return the median of the kept values of each point (NaN where none)."""
+    n = x.shape[0]
+    if kept is None:
+        s = np.sort(x, axis=0)
+        return (s[(n - 1) // 2].astype(np.float64) + s[n // 2]) / 2
     s = np.where(kept, x, np.nan)  # float64: dropped values sort last
     s.sort(axis=0)
-    upper = np.minimum(count // 2, x.shape[0] - 1)[np.newaxis]
+    upper = np.minimum(count // 2, n - 1)[np.newaxis]
     lower = np.maximum(count - 1, 0)[np.newaxis] // 2
     a = np.take_along_axis(s, lower, axis=0)[0]
     b = np.take_along_axis(s, upper, axis=0)[0]

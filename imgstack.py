@@ -858,19 +858,26 @@ def plan_bands(
         during = fixed + per_row * b + transient
         return max(during, RESERVE_BYTES + max(before, default=0)), transient
 
-    b = max(min(rows, first.height), 1)
-    while True:
-        need, transient = needed(b)
-        if need <= memory:
-            break
-        if b == 1:
-            raise ImgstackError(
-                None,
-                f'a memory budget of {format_size(memory)} is too small for one '
-                f'row of every input; the smallest that works is '
-                f'{format_size(need)} (-m {-(-need // MIB)}M)',
-            )
-        b = max(min(b - 1, (memory - (need - per_row * b)) // per_row), 1)
+    # needed(b) is linear in b between the heights where an input switches
+    # from decoding in band to decoding once beforehand: take the largest
+    # b that fits in each such range, and the largest of those
+    limit = max(min(rows, first.height), 1)
+    tops = sorted({limit} | {f.seg_rows - 1 for f in frames if 1 < f.seg_rows <= limit})
+    b, floor = 0, 0
+    for top in tops:
+        constant = needed(top)[0] - per_row * top
+        fit = min(top, (memory - constant) // per_row)
+        if fit > floor and needed(fit)[0] <= memory:
+            b = fit
+        floor = top
+    if b < 1:
+        need = needed(1)[0]
+        raise ImgstackError(
+            None,
+            f'a memory budget of {format_size(memory)} is too small for one '
+            f'row of every input; the smallest that works is '
+            f'{format_size(need)} (-m {-(-need // MIB)}M)',
+        )
     # align bands with the strips or tiles decoded in band, so that each is
     # decoded once
     heights = {f.seg_rows for f in frames if not f.raw and f.seg_rows <= b}
@@ -879,7 +886,8 @@ def plan_bands(
         b = b // h * h
     strip_rows = max(d for d in range(1, min(b, MAX_STRIP_ROWS) + 1) if b % d == 0)
     predecode = tuple(not f.raw and f.seg_rows > b for f in frames)
-    return Plan(b, strip_rows, predecode, per_row, fixed, transient, needed(b)[0])
+    need, transient = needed(b)
+    return Plan(b, strip_rows, predecode, per_row, fixed, transient, need)
 
 
 def parse_size(text: str) -> int:

@@ -1,0 +1,110 @@
+# Copyright 2026 The imgstack developers
+# SPDX-License-Identifier: Apache-2.0
+"""Memory bounds and file limits (CONTRACT section 4), measured on child
+processes: peak resident memory is the child's own ``ru_maxrss``."""
+
+import os
+import re
+import resource
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+import imgstack
+
+SCRIPT = imgstack.__file__
+INTERPRETER = 64 * imgstack.MIB  # the contract's allowance for Python itself
+
+
+def run_measured(args, limits=()):
+    """Run imgstack in a fresh measuring process so that RUSAGE_CHILDREN
+    holds this run alone; return (status, stderr, peak RSS bytes)."""
+    code = (
+        'import os, resource, subprocess, sys\n'
+        'limits = eval(sys.argv[1])\n'
+        'def setup():\n'
+        '    for what, value in limits:\n'
+        '        resource.setrlimit(what, (value, value))\n'
+        'p = subprocess.run(sys.argv[2:], preexec_fn=setup, stderr=subprocess.PIPE)\n'
+        'sys.stdout.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024) + "\\n")\n'
+        'sys.stdout.write(str(p.returncode) + "\\n")\n'
+        'sys.stdout.write(p.stderr.decode())\n'
+    )
+    done = subprocess.run(
+        [sys.executable, '-c', code, repr(list(limits)), sys.executable, SCRIPT, *args],
+        capture_output=True, text=True, timeout=600,
+    )
+    peak, status, err = done.stdout.split('\n', 2)
+    return int(status), err, int(peak)
+
+
+@pytest.fixture(scope='module')
+def moderate(tmp_path_factory):
+    """16 frames of 1200x1000 RGB uint16 (7 MB each, 110 MB in all), stored
+    plain and as single-strip LZW."""
+    root = tmp_path_factory.mktemp('moderate')
+    rng = np.random.default_rng(3)
+    sets = {'plain': [], 'lzw1': []}
+    base = rng.normal(3000, 300, (1200, 1000, 3)).astype(np.float32)
+    for i in range(16):
+        frame = (base + rng.normal(0, 40, base.shape)).clip(0, 65535).astype(np.uint16)
+        for name, kwargs in (('plain', {}), ('lzw1', {'compression': 'lzw', 'rowsperstrip': 1200})):
+            path = str(root / f'{name}{i:02d}.tif')
+            tifffile.imwrite(path, frame, photometric='rgb', metadata=None, **kwargs)
+            sets[name].append(path)
+    return root, sets
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('kind', ['plain', 'lzw1'])
+@pytest.mark.parametrize('center', ['mean', 'median'])
+def test_peak_memory_within_budget(moderate, kind, center):
+    root, sets = moderate
+    out = str(root / f'out-{kind}-{center}.tif')
+    budget = 128 * imgstack.MIB
+    status, err, peak = run_measured(
+        ['-q', '-f', '-m', '128M', '-i', '3', '--center', center, out, *sets[kind]])
+    assert status == 0, err
+    assert peak <= budget + INTERPRETER, f'peak RSS {peak / imgstack.MIB:.0f} MiB'
+    # the result is still right: compare a few rows with the in-memory stack
+    rows = slice(500, 503)
+    stack = np.stack([tifffile.imread(p)[rows] for p in sets['plain']])
+    want, _ = imgstack.sigma_clipped_mean(stack, iterations=3, center=center)
+    np.testing.assert_array_equal(tifffile.imread(out)[rows], imgstack.to_dtype(want, stack.dtype))
+    assert not [f for f in os.listdir(root) if f.endswith(('.part', '.raw'))]
+
+
+def test_budget_too_small_names_one_that_works(tmp_path, capsys):
+    paths = []
+    for i in range(5):
+        paths.append(str(tmp_path / f'in{i}.tif'))
+        tifffile.imwrite(paths[-1], np.full((50, 4000), i, np.uint16), metadata=None)
+    out = str(tmp_path / 'out.tif')
+    assert imgstack.main(['-m', '1M', out, *paths]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count('\n') == 0
+    assert 'too small for one row of every input' in err
+    smallest = re.search(r'-m (\d+M)', err).group(1)
+    assert imgstack.main(['-q', '-m', smallest, out, *paths]) == 0
+    assert tifffile.imread(out).shape == (50, 4000)
+    # and just below it does not fit
+    below = f'{int(smallest[:-1]) - 1}M'
+    assert imgstack.main(['-q', '-f', '-m', below, out, *paths]) == 1
+
+
+def test_more_inputs_than_open_file_limit(tmp_path):
+    rng = np.random.default_rng(9)
+    stack = rng.integers(0, 1000, (40, 30, 20), dtype=np.uint16)
+    paths = []
+    for i, frame in enumerate(stack):
+        paths.append(str(tmp_path / f'in{i:02d}.tif'))
+        tifffile.imwrite(paths[-1], frame, compression='zlib', rowsperstrip=4, metadata=None)
+    out = str(tmp_path / 'out.tif')
+    status, err, _ = run_measured(
+        ['-q', '-r', '4', out, *paths], limits=[(resource.RLIMIT_NOFILE, 32)])
+    assert status == 0, err
+    want, _ = imgstack.sigma_clipped_mean(stack)
+    np.testing.assert_array_equal(tifffile.imread(out), imgstack.to_dtype(want, stack.dtype))

@@ -1,0 +1,153 @@
+# Copyright 2026 The imgstack developers
+# SPDX-License-Identifier: Apache-2.0
+"""A newcomer's first five minutes: demo, messages, rejection map, README."""
+
+import io
+import os
+import re
+import shlex
+
+import imagecodecs
+import numpy as np
+import pytest
+import tifffile
+
+import imgstack
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_demo_removes_the_trail(tmp_path, capsys):
+    directory = str(tmp_path / 'demo')
+    assert imgstack.main(['--demo', directory]) == 0
+    err = capsys.readouterr().err
+    assert 'satellite trail' in err and 'values rejected' in err
+    frames = np.stack([tifffile.imread(os.path.join(directory, f'frame{i:02d}.tif'))
+                       for i in range(12)]).astype(np.float64)
+    stacked = tifffile.imread(os.path.join(directory, 'stacked.tif')).astype(np.float64)
+    others = np.median(np.delete(frames, 3, axis=0), axis=0)
+    trail = frames[3] - others > 0.2 * 65535
+    assert trail.sum() > 200  # the trail is there in frame 3 ...
+    plain = frames.mean(axis=0)
+    excess_plain = (plain - others)[trail].mean()
+    excess = (stacked - others)[trail].mean()
+    assert excess_plain > 1000  # ... and in the plain average ...
+    assert abs(excess) < 0.1 * excess_plain  # ... but not in the stack
+    png = imagecodecs.png_decode(open(os.path.join(directory, 'compare.png'), 'rb').read())
+    assert png.shape[0] == 240 and png.shape[1] > 4 * 320
+    counts = tifffile.imread(os.path.join(directory, 'rejected.tif'))
+    assert counts.dtype == np.uint16 and counts[trail].mean() >= 0.9
+
+
+def test_rejection_map_counts_injected_outliers(tmp_path):
+    # 499 and 501 in turn: one std from their mean, never rejected at 3
+    stack = np.empty((30, 6, 7, 3), np.uint16)
+    stack[0::2], stack[1::2] = 499, 501
+    stack[3, 1, 2, 0] = 9000
+    stack[5, 1, 2, 0] = 9100  # two outliers at one point
+    stack[7, 4, 4, 2] = 10
+    stack[:, 0, 0, 1] = 500  # flat: nothing to reject
+    paths = []
+    for i, frame in enumerate(stack):
+        paths.append(str(tmp_path / f'in{i:02d}.tif'))
+        tifffile.imwrite(paths[-1], frame, photometric='rgb', metadata=None)
+    out, rmap = str(tmp_path / 'out.tif'), str(tmp_path / 'map.tif')
+    assert imgstack.main(['-q', '-s', '3', '-i', '5', '--rejection-map', rmap, out, *paths]) == 0
+    counts = tifffile.imread(rmap)
+    assert counts.dtype == np.uint16 and counts.shape == stack.shape[1:]
+    want = np.zeros(stack.shape[1:], np.uint16)
+    want[1, 2, 0] = 2
+    want[4, 4, 2] = 1
+    np.testing.assert_array_equal(counts, want)
+
+
+def test_rejection_map_planar_and_streamed(tmp_path):
+    stack = np.empty((10, 3, 23, 9), np.uint16)
+    stack[0::2], stack[1::2] = 499, 501
+    stack[2, 1, 20, 3] = 60000
+    paths = []
+    for i, frame in enumerate(stack):
+        paths.append(str(tmp_path / f'in{i:02d}.tif'))
+        tifffile.imwrite(paths[-1], frame, photometric='rgb', planarconfig='separate', metadata=None)
+    out, rmap = str(tmp_path / 'out.tif'), str(tmp_path / 'map.tif')
+    imgstack.stack_files(paths, out, sigma=2.5, iterations=5, rows=4, rejection_map=rmap)
+    counts = tifffile.imread(rmap)
+    assert counts.shape == (3, 23, 9) and counts.sum() == 1 and counts[1, 20, 3] == 1
+
+
+def test_quiet_prints_nothing(tmp_path, capsys):
+    paths = []
+    for i in range(3):
+        paths.append(str(tmp_path / f'in{i}.tif'))
+        tifffile.imwrite(paths[-1], np.full((4, 5), i, np.uint8))
+    assert imgstack.main(['-q', str(tmp_path / 'out.tif'), *paths]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == '' and captured.err == ''
+    # without -q: progress and the summary
+    assert imgstack.main([str(tmp_path / 'out2.tif'), *paths]) == 0
+    err = capsys.readouterr().err
+    assert '100%  rows 4/4' in err and 'stacked 3 frames into' in err
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_on_a_terminal():
+    stream = FakeTerminal()
+    report = imgstack.Reporter(1, stream)
+    report.start()
+    for done in (10, 20, 40):
+        report.progress(done, 40, 24, done * 1000)
+    text = stream.getvalue()
+    assert text.count('\r') == 3 and text.endswith('\n')
+    assert '[######' in text and 'rows 40/40' in text and '24 frames' in text and 'MB/s' in text
+
+
+def test_progress_lines_when_not_a_terminal():
+    stream = io.StringIO()
+    report = imgstack.Reporter(1, stream)
+    report.start()
+    for done in range(1, 101):
+        report.progress(done, 100, 5, done)
+    lines = stream.getvalue().splitlines()
+    assert 10 <= len(lines) <= 12 and '\r' not in stream.getvalue()
+    quiet = io.StringIO()
+    imgstack.Reporter(0, quiet).progress(5, 10, 2, 3)
+    assert quiet.getvalue() == ''
+
+
+def test_help_reads_well(capsys):
+    with pytest.raises(SystemExit) as exc:
+        imgstack.main(['-h'])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for group in ('clipping:', 'memory:', 'output:', 'messages:', 'examples:'):
+        assert group in text
+    assert '(default 2.5)' in text and 'imgstack.py -s 2.5 -i 3 out.tif in*.tif' in text
+
+
+def readme_test_command():
+    text = open(os.path.join(ROOT, 'README.rst'), encoding='utf-8').read()
+    block = text.split('.. test-command', 1)[1]
+    lines = [ln.strip() for ln in block.splitlines() if ln.strip().startswith('python')]
+    return lines[0]
+
+
+def test_readme_test_command_is_what_ci_runs():
+    command = readme_test_command()
+    assert command.startswith('python -m pytest')
+    ci = open(os.path.join(ROOT, '.ci', 'run'), encoding='utf-8').read()
+    run_lines = [ln for ln in ci.splitlines() if '-m pytest' in ln and not ln.lstrip().startswith('#')]
+    assert len(run_lines) == 1
+    # .ci/run calls the same command with its own environment's python
+    ci_args = shlex.split(run_lines[0])[1:]
+    assert ci_args == shlex.split(command)[1:]
+
+
+def test_readme_opens_with_the_two_setup_commands():
+    text = open(os.path.join(ROOT, 'README.rst'), encoding='utf-8').read()
+    head = text[:2500]
+    assert re.search(r'pip install -r requirements.txt.*&&.*imgstack.py --demo', head, re.S)
+    assert 'requirements-test.txt' in head and readme_test_command() in head

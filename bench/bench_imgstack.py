@@ -26,17 +26,19 @@ on three variants of the same frames: uncompressed (``raw``), LZW with 16
 rows per strip (``lzw16``) and LZW in one strip (``lzw1``).  The frames are
 ``imgstack.make_frames`` ones (a fixed star field, sky gradient, Poisson and
 read noise, hot pixels, cosmic rays, a satellite trail in one frame of six),
-written once into ``--data`` and reused while their headers match.
+written once into ``--data`` and reused while every file is whole and its
+header matches.
 
 All cases run ``--repeat`` times, round-robin (every round runs each case
 once, in a seeded shuffled order), so that a slow spell of a shared machine
 spreads over all cases.  The table gives the median wall time, the spread
 ((max - min) / median), the largest peak RSS over the repeats, the ratio to
 the floor of the same variant and whether the peak RSS stays within the
-budget plus 64 MiB (CONTRACT.md section 4).  A scaling line gives the time
+budget plus 64 MiB (CONTRACT.md section 4).  Scaling lines give the time
 per frame of ``-s 2.5 -i 3`` on 25, 50 and 100 small uncompressed frames
-(which should stay flat), and a last line the cost of the median center
-relative to the mean.
+(gross, net of the start-up, and per frame added: it should stay flat) and
+the time of ``--center median`` over ``--center mean`` at each count; a
+last line gives that median/mean ratio for the table's inputs too.
 
 The inputs are read from the page cache (they were just written or read),
 so the numbers are CPU and memory numbers, not disk numbers.
@@ -72,7 +74,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -154,11 +156,15 @@ LARGE = (FrameSet(24, 3000, 4000), FrameSet(100, 750, 1000))
 """The main and the scaling frame sets of ``--large``."""
 
 
+Key = tuple[str, str, str]
+"""Key of a measured case: (case, variant or scaling case, budget or count)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Job:
     """One measured command: its key in the results and its argv."""
 
-    key: tuple[str, str, str]  # (case, variant, budget)
+    key: Key
     argv: tuple[str, ...]
 
 
@@ -218,7 +224,8 @@ def write_options(variant: str, height: int) -> dict[str, object]:
 
 
 def is_cached(frames: FrameSet, data: str, variant: str) -> bool:
-    """Return whether every file of a variant exists with the right header."""
+    """Return whether every file of a variant exists, with the right header
+    and all its data."""
     import tifffile
 
     options = write_options(variant, frames.height)
@@ -227,8 +234,10 @@ def is_cached(frames: FrameSet, data: str, variant: str) -> bool:
         try:
             with tifffile.TiffFile(path) as tif:
                 page = tif.pages.first
+                end = max(o + c for o, c in zip(page.dataoffsets, page.databytecounts))
                 ok = (
-                    page.shape == frames.shape
+                    end <= os.path.getsize(path)
+                    and page.shape == frames.shape
                     and page.dtype.name == frames.dtype
                     and page.compression == compression
                     and ('rowsperstrip' not in options
@@ -298,10 +307,10 @@ def measure(argv: Sequence[str]) -> Result:
     return Result(seconds, usage.ru_maxrss / 1024, child.returncode, lines[-1] if lines else '')
 
 
-def run_rounds(jobs: Sequence[Job], repeat: int, seed: int) -> dict[tuple, list[Result]]:
+def run_rounds(jobs: Sequence[Job], repeat: int, seed: int) -> dict[Key, list[Result]]:
     """Run every job once per round, repeat rounds, in a seeded shuffled order."""
     order = random.Random(seed)
-    results: dict[tuple, list[Result]] = {job.key: [] for job in jobs}
+    results: dict[Key, list[Result]] = {job.key: [] for job in jobs}
     for r in range(repeat):
         started = time.perf_counter()
         shuffled = list(jobs)
@@ -357,7 +366,8 @@ def budget_mib(budget: str) -> float:
 
 def describe_set(frames: FrameSet, data: str, variants: Sequence[str]) -> str:
     """Return one line on a frame set: shape, count and size on disk."""
-    frame_mib = frames.height * frames.width * frames.channels * 2 / MIB
+    itemsize = int(''.join(c for c in frames.dtype if c.isdigit())) // 8
+    frame_mib = frames.height * frames.width * frames.channels * itemsize / MIB
     sizes = ', '.join(
         f'{v} {sum(os.path.getsize(p) for p in frames.paths(data, v)) / MIB:.0f} MiB'
         for v in variants
@@ -367,14 +377,16 @@ def describe_set(frames: FrameSet, data: str, variants: Sequence[str]) -> str:
 
 
 def table_rows(
-    results: dict[tuple, list[Result]], cases: Sequence[str],
+    results: dict[Key, list[Result]], cases: Sequence[str],
     variants: Sequence[str], budgets: Sequence[str],
 ) -> tuple[list[list[str]], list[str]]:
     """Return the rows of the table and the problems worth a remark."""
     rows = []
     problems = []
     for variant in variants:
-        floor = statistics.median(r.seconds for r in results[('floor', variant, '')])
+        floors = results[('floor', variant, '')]
+        floor = None if any(r.status for r in floors) else statistics.median(
+            r.seconds for r in floors)
         keys = [('floor', variant, '')] + [(c, variant, b) for c in cases for b in budgets]
         for key in keys:
             case, _, budget = key
@@ -398,7 +410,7 @@ def table_rows(
             else:
                 within = '-'
             rows.append([case, args, variant, budget or '-', f'{wall:.2f}',
-                         f'{100 * spread:.0f}%', f'{peak:.0f}', f'{wall / floor:.2f}', within])
+                         f'{100 * spread:.0f}%', f'{peak:.0f}', '-' if floor is None else f'{wall / floor:.2f}', within])
     return rows, problems
 
 
@@ -414,7 +426,7 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return '\n'.join([line(header), line(['-' * w for w in widths])] + [line(r) for r in rows])
 
 
-def scaling_lines(results: dict[tuple, list[Result]], frames: FrameSet) -> list[str]:
+def scaling_lines(results: dict[Key, list[Result]], frames: FrameSet) -> list[str]:
     """Return the scaling lines: time per frame at each count (gross, net
     of the interpreter start-up, and per frame added), and the median/mean
     center time ratio at each count."""
@@ -448,7 +460,7 @@ def scaling_lines(results: dict[tuple, list[Result]], frames: FrameSet) -> list[
 
 
 def center_line(
-    results: dict[tuple, list[Result]], variants: Sequence[str], budgets: Sequence[str]
+    results: dict[Key, list[Result]], variants: Sequence[str], budgets: Sequence[str]
 ) -> str | None:
     """Return the median/mean time ratio (``median`` over ``clip``) per
     variant and budget, or None when either case was not run."""
@@ -483,7 +495,20 @@ def environment_line() -> str:
 # -- the command line ---------------------------------------------------------
 
 
-def _choices(allowed: Sequence[str]):
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f'must be an integer >= 1, not {text!r}'
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _choices(allowed: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
+    """Return an argparse type: a comma-separated list of allowed names."""
+
     def parse(text: str) -> tuple[str, ...]:
         items = tuple(t.strip() for t in text.split(',') if t.strip())
         wrong = [t for t in items if t not in allowed]
@@ -510,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument('--data', metavar='DIR', default=str(REPO / 'bench' / 'data'),
                         help='where the frames are written and cached (default bench/data)')
-    parser.add_argument('--repeat', type=int, default=3, metavar='N',
+    parser.add_argument('--repeat', type=_positive, default=3, metavar='N',
                         help='runs of each case; the median is reported (default %(default)s)')
     parser.add_argument('--large', action='store_true',
                         help='24 frames of 4000x3000 RGB uint16 (scaling at 1000x750)')
@@ -524,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
                       metavar='LIST', help=f'input variants, from {",".join(VARIANTS)}')
     only.add_argument('--budgets', type=_choices(BUDGETS), default=BUDGETS,
                       metavar='LIST', help=f'memory budgets, from {",".join(BUDGETS)}')
-    only.add_argument('--no-scaling', action='store_true', help='skip the scaling line')
+    only.add_argument('--no-scaling', action='store_true', help='skip the scaling lines')
     parser.add_argument('--floor', nargs='+', metavar=('OUT', 'IN'),
                         help='internal: write the plain average of IN... to OUT and exit')
     return parser
@@ -532,8 +557,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_benchmark(args: argparse.Namespace) -> int:
     """Prepare the frames, run all rounds and print the report."""
-    if args.repeat < 1:
-        raise SystemExit('bench_imgstack.py: --repeat must be >= 1')
     main_set, scaling_set = LARGE if args.large else QUICK
     main_set = dataclasses.replace(main_set, seed=args.seed)
     scaling_set = None if args.no_scaling else dataclasses.replace(scaling_set, seed=args.seed)
@@ -560,7 +583,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
           'over the runs')
     print(format_table(header, rows))
     startup = results[('startup', '', '')]
-    print(f'start-up (imgstack.py --version): {statistics.median(r.seconds for r in startup):.2f} s, '
+    print(f'start-up (imgstack.py --version): '
+          f'{statistics.median(r.seconds for r in startup):.2f} s, '
           f'{max(r.maxrss_mib for r in startup):.0f} MiB')
     if scaling_set is not None:
         print('\n'.join(scaling_lines(results, scaling_set)))
@@ -571,7 +595,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
     print(f'this process peaked at {own:.0f} MiB (a lower bound of every child\'s peak RSS)')
     for problem in problems:
         print(f'problem: {problem}')
-    return 1 if any('exit' in p for p in problems) else 0
+    failed = any(r.status != 0 for runs in results.values() for r in runs)
+    return 1 if failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

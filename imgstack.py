@@ -1225,10 +1225,7 @@ def stack_files(
             frames, temps, plan, alpha, encode, extra,
             (low, high, iterations, center), report,
         )
-        for target, temp in zip(targets, temps):
-            if not force and os.path.lexists(target):
-                raise ImgstackError(target, 'exists (use --force to replace it)')
-            os.replace(temp, target)
+        publish(temps, targets, force)
     n, points = len(frames), first.height * first.width * first.samples
     return Stats(
         output=output,
@@ -1266,6 +1263,41 @@ def check_output(output: str, inputs: Sequence[str], force: bool) -> None:
         raise ImgstackError(output, f'directory {directory} does not exist')
     if not os.access(directory, os.W_OK | os.X_OK):
         raise ImgstackError(output, f'directory {directory} is not writable')
+
+
+def publish(temps: Sequence[str], targets: Sequence[str], force: bool) -> None:
+    """Move finished temporary files into place, all or none.
+
+    Without force no existing file is replaced, even one that appeared
+    while the run lasted: each is linked into place (which fails if the
+    name exists) and the links made so far are undone on failure.
+
+    Raises
+    ------
+    ImgstackError
+        A target exists (without force).
+    """
+    if force:
+        for temp, target in zip(temps, targets):
+            os.replace(temp, target)
+        return
+    done: list[str] = []
+    try:
+        for temp, target in zip(temps, targets):
+            if os.path.lexists(target):
+                raise ImgstackError(target, 'exists (use --force to replace it)')
+            try:
+                os.link(temp, target)
+            except FileExistsError as exc:
+                raise ImgstackError(target, 'exists (use --force to replace it)') from exc
+            except OSError:  # no hard links here: the check above must do
+                os.replace(temp, target)
+            done.append(target)
+    except BaseException:
+        for target in done:
+            with contextlib.suppress(OSError):
+                os.unlink(target)
+        raise
 
 
 def _temporary(target: str, stack: contextlib.ExitStack) -> str:

@@ -43,12 +43,22 @@ import dataclasses
 import glob
 import math
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+
+if __name__ == '__main__':  # Ctrl-C while numpy loads: no traceback
+
+    def _interrupted_early(signum: int, frame: Any) -> None:
+        sys.stderr.write('imgstack: interrupted; nothing written\n')
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, _interrupted_early)
 
 import numpy as np
 import tifffile
@@ -113,6 +123,47 @@ class ImgstackError(Exception):
         self.file = file
         self.cause = cause
         super().__init__(f'{file}: {cause}' if file else cause)
+
+
+class Interrupts:
+    """The SIGINT handler of the command line.
+
+    Ctrl-C raises KeyboardInterrupt as usual, except inside `critical`
+    sections (creating and registering a temporary file, moving outputs
+    into place), where it waits for the end of the section, and after the
+    outputs are in place, where it is ignored: the run is done.
+    """
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending = False
+        self.done = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.done:
+            return
+        if self.depth:
+            self.pending = True
+            return
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Hold Ctrl-C back until the end of the block."""
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if not self.depth and self.pending and not self.done:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
+def critical() -> contextlib.AbstractContextManager[None]:
+    """Return a context in which Ctrl-C waits (when `Interrupts` handles it)."""
+    handler = signal.getsignal(signal.SIGINT)
+    return handler.deferred() if isinstance(handler, Interrupts) else contextlib.nullcontext()
 
 
 # -- the computation ---------------------------------------------------------
@@ -289,6 +340,13 @@ def _clip_chunk(
     """
     exact = v.dtype.kind in 'iu' and v.dtype.itemsize <= 2
     x = v if exact else v.astype(np.float64)
+    # for the median, sort each point's values once: sums do not depend on
+    # the order, and the kept values of a point stay a run of its sorted
+    # values (NaN sorts last), so each pass finds its median by index.
+    # Transparent pixels would break the run: they take the general way.
+    presorted = center == 'median' and valid is None and iterations > 0
+    if presorted:
+        x = np.sort(x, axis=0)
     kept = valid
     if v.dtype.kind == 'f':
         nan = np.isnan(x)
@@ -304,7 +362,7 @@ def _clip_chunk(
     passes = 0
     for _ in range(iterations):
         passes += 1
-        lo, hi = _bounds(x, kept, total, count, low, high, center, exact)
+        lo, hi = _bounds(x, kept, total, count, low, high, center, exact, presorted)
         out = (x < lo) | (x > hi)
         if kept is not None:
             out &= kept
@@ -338,6 +396,7 @@ def _bounds(
     high: float,
     center: str,
     exact: bool,
+    presorted: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return the lowest and highest value each point keeps in this pass.
 
@@ -358,7 +417,7 @@ def _bounds(
                 dev = np.where(kept, dev, 0.0)
             var = np.square(dev, out=dev).sum(axis=0) / count
         std = np.sqrt(var)
-        mid = mean if center == 'mean' else _median(x, kept, count)
+        mid = mean if center == 'mean' else _median(x, kept, count, presorted)
         lo, hi = mid - std * low, mid + std * high
     if not exact:
         return lo, hi
@@ -368,17 +427,28 @@ def _bounds(
     return lo.astype(x.dtype), hi.astype(x.dtype)
 
 
-def _median(x: np.ndarray, kept: np.ndarray | None, count: np.ndarray) -> np.ndarray:
-    """Return the median of the kept values of each point (NaN where none)."""
+def _median(
+    x: np.ndarray, kept: np.ndarray | None, count: np.ndarray, presorted: bool = False
+) -> np.ndarray:
+    """Return the median of the kept values of each point (NaN where none).
+
+    With ``presorted`` the columns of ``x`` are sorted and the kept values
+    of each point are a run of them, starting at its first kept value.
+    """
     n = x.shape[0]
     if kept is None:
-        s = np.sort(x, axis=0)
+        s = x if presorted else np.sort(x, axis=0)
         return (s[(n - 1) // 2].astype(np.float64) + s[n // 2]) / 2
-    s = np.where(kept, x, np.nan)  # float64: dropped values sort last
-    s.sort(axis=0)
-    upper = np.minimum(count // 2, n - 1)[np.newaxis]
-    lower = np.maximum(count - 1, 0)[np.newaxis] // 2
-    a = np.take_along_axis(s, lower, axis=0)[0]
+    if presorted:
+        s, start = x, kept.argmax(axis=0)
+    else:
+        s = np.where(kept, x, np.nan)  # float64: dropped values sort last
+        s.sort(axis=0)
+        start = np.zeros_like(count)
+    lower = (start + np.maximum(count - 1, 0) // 2)[np.newaxis]
+    upper = (start + np.minimum(count // 2, n - 1))[np.newaxis]
+    upper = np.minimum(upper, n - 1)
+    a = np.take_along_axis(s, lower, axis=0)[0].astype(np.float64)
     b = np.take_along_axis(s, upper, axis=0)[0]
     return np.where(count > 0, (a + b) / 2, np.nan)
 
@@ -529,10 +599,13 @@ def _frame_of(path: str, tif: tifffile.TiffFile, page: Any, pages: int) -> Frame
         raise ImgstackError(path, 'complex-valued images are not supported')
     dtype = page.dtype
     if dtype is None or dtype.name not in DTYPES:
+        kinds = {1: 'unsigned integer', 2: 'signed integer', 3: 'floating-point'}
+        what = dtype.name if dtype is not None else (
+            f'{page.bitspersample}-bit {kinds.get(page.sampleformat, "unknown format")}')
         raise ImgstackError(
             path,
-            f'{page.bitspersample}-bit samples of format {page.sampleformat} '
-            f'are not supported (use {", ".join(sorted(DTYPES))})',
+            f'{what} samples are not supported '
+            f'(use {", ".join(sorted(DTYPES))})',
         )
     if page.photometric not in PHOTOMETRICS:
         raise ImgstackError(
@@ -543,6 +616,16 @@ def _frame_of(path: str, tif: tifffile.TiffFile, page: Any, pages: int) -> Frame
         raise ImgstackError(path, 'volumetric (3-D) images are not supported')
     if length < 1 or width < 1:
         raise ImgstackError(path, 'the image is empty')
+    segments = separate * -(-length // (page.tilelength if page.is_tiled else
+                                         max(min(page.rowsperstrip, length), 1)))
+    if page.is_tiled:
+        segments *= -(-width // page.tilewidth)
+    if not len(page.dataoffsets) == len(page.databytecounts) == segments:
+        raise ImgstackError(
+            path,
+            f'corrupt header: {len(page.dataoffsets)} strip or tile offsets and '
+            f'{len(page.databytecounts)} byte counts for {segments} strips or tiles',
+        )
     tags = page.tags
     resolution = None
     if 'XResolution' in tags and 'YResolution' in tags:
@@ -713,14 +796,13 @@ def _read_decoded(
             del data, segment
 
 
-def predecode(frame: Frame, directory: str) -> Frame:
-    """Decode a frame once into a raw temporary file and return its Frame.
+def predecode(frame: Frame, path: str) -> Frame:
+    """Decode a frame once into the raw file ``path``; return its Frame.
 
     Used for files whose strips or tiles are too tall for one band: they
     are decoded one segment at a time, then read band by band from disk.
-    The caller removes the file ``result.path``.
+    The caller creates ``path`` and removes it.
     """
-    fd_out, path = tempfile.mkstemp(prefix='.imgstack-', suffix='.raw', dir=directory)
     plane_bytes = frame.height * frame.row_bytes
     raw = dataclasses.replace(
         frame,
@@ -733,17 +815,15 @@ def predecode(frame: Frame, directory: str) -> Frame:
         raw=True,
         decode=None,
     )
+    fd_out = os.open(path, os.O_WRONLY)
     try:
         fd_in = os.open(frame.path, os.O_RDONLY)
         try:
             _predecode_segments(frame, fd_in, fd_out, raw.offsets)
         finally:
             os.close(fd_in)
-            os.close(fd_out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        raise
+    finally:
+        os.close(fd_out)
     return raw
 
 
@@ -802,6 +882,7 @@ class Plan:
     fixed: int  # bytes that do not depend on the band height
     transient: int  # bytes of strips or tiles being decoded at once
     needed: int  # bytes the plan needs in all
+    predecode_workers: int = 1  # threads that decode inputs beforehand
 
 
 def plan_bands(
@@ -872,11 +953,15 @@ def plan_bands(
         floor = top
     if b < 1:
         need = needed(1)[0]
+        largest = max(range(n), key=lambda i: -1 if frames[i].raw else cost[i])
+        what = 'one row of every input'
+        if fixed + per_row < need and not frames[largest].raw:
+            what = (f'decoding one strip or tile of {frames[largest].path} '
+                    f'({format_size(cost[largest])} decoded and stored)')
         raise ImgstackError(
             None,
-            f'a memory budget of {format_size(memory)} is too small for one '
-            f'row of every input; the smallest that works is '
-            f'{format_size(need)} (-m {-(-need // MIB)}M)',
+            f'a memory budget of {format_size(memory)} is too small for {what}; '
+            f'the smallest that works is {format_size(need)} (-m {-(-need // MIB)}M)',
         )
     # align bands with the strips or tiles decoded in band, so that each is
     # decoded once
@@ -887,7 +972,9 @@ def plan_bands(
     strip_rows = max(d for d in range(1, min(b, MAX_STRIP_ROWS) + 1) if b % d == 0)
     predecode = tuple(not f.raw and f.seg_rows > b for f in frames)
     need, transient = needed(b)
-    return Plan(b, strip_rows, predecode, per_row, fixed, transient, need)
+    largest = max((c for c, p in zip(cost, predecode) if p), default=0)
+    workers = WORKERS if RESERVE_BYTES + WORKERS * largest <= memory else 1
+    return Plan(b, strip_rows, predecode, per_row, fixed, transient, need, workers)
 
 
 def parse_size(text: str) -> int:
@@ -1220,7 +1307,11 @@ def stack_files(
     with contextlib.ExitStack() as stack:
         directory = os.path.dirname(os.path.abspath(output))
         frames = _predecoded(frames, plan, directory, stack, report)
-        temps = [_temporary(t, stack) for t in targets]
+        temps = [
+            temporary_file(os.path.dirname(os.path.abspath(t)),
+                           f'.{os.path.basename(t)}.', '.part', stack)
+            for t in targets
+        ]
         result = _write_stack(
             frames, temps, plan, alpha, encode, extra,
             (low, high, iterations, center), report,
@@ -1277,6 +1368,14 @@ def publish(temps: Sequence[str], targets: Sequence[str], force: bool) -> None:
     ImgstackError
         A target exists (without force).
     """
+    with critical():
+        _publish(temps, targets, force)
+        handler = signal.getsignal(signal.SIGINT)
+        if isinstance(handler, Interrupts):
+            handler.done = True  # the outputs are in place: the run is done
+
+
+def _publish(temps: Sequence[str], targets: Sequence[str], force: bool) -> None:
     if force:
         for temp, target in zip(temps, targets):
             os.replace(temp, target)
@@ -1300,18 +1399,21 @@ def publish(temps: Sequence[str], targets: Sequence[str], force: bool) -> None:
         raise
 
 
-def _temporary(target: str, stack: contextlib.ExitStack) -> str:
-    """Create a temporary file beside target, removed when stack closes
-    unless renamed into place first."""
-    directory, name = os.path.split(os.path.abspath(target))
-    fd, path = tempfile.mkstemp(prefix=f'.{name}.', suffix='.part', dir=directory)
-    os.close(fd)
+def temporary_file(
+    directory: str, prefix: str, suffix: str, stack: contextlib.ExitStack
+) -> str:
+    """Create an empty temporary file, removed when stack closes (unless
+    renamed away first); Ctrl-C cannot fall between making and registering
+    it."""
 
-    def remove() -> None:
+    def remove(path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
 
-    stack.callback(remove)
+    with critical():
+        fd, path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
+        stack.callback(remove, path)
+        os.close(fd)
     return path
 
 
@@ -1320,15 +1422,22 @@ def _predecoded(
     stack: contextlib.ExitStack, report: Reporter,
 ) -> list[Frame]:
     """Decode the inputs whose segments are taller than a band into
-    temporary raw files, removed when stack closes."""
-    result = []
-    for frame, flag in zip(frames, plan.predecode):
-        if flag:
-            report.say(f'{frame.path}: decoding once to a temporary file', level=2)
-            raw = predecode(frame, directory)
-            stack.callback(lambda p=raw.path: os.path.exists(p) and os.unlink(p))
-            frame = raw
-        result.append(frame)
+    temporary raw files (on `Plan.predecode_workers` threads), removed when
+    stack closes."""
+    todo = [i for i, flag in enumerate(plan.predecode) if flag]
+    if not todo:
+        return frames
+    report.say(f'decoding {len(todo)} inputs once to temporary files', level=2)
+    paths = [temporary_file(directory, '.imgstack-', '.raw', stack) for _ in todo]
+    with concurrent.futures.ThreadPoolExecutor(plan.predecode_workers) as pool:
+        try:
+            raws = list(pool.map(predecode, [frames[i] for i in todo], paths))
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+    result = list(frames)
+    for i, raw in zip(todo, raws):
+        result[i] = raw
     return result
 
 
@@ -1732,7 +1841,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error('need OUTPUT and at least one INPUT (or --demo DIR)')
     import logging
 
-    logging.getLogger('tifffile').setLevel(logging.ERROR)
+    # tifffile logs what it repairs in damaged files; our errors say what matters
+    logging.getLogger('tifffile').setLevel(logging.CRITICAL + 1)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, Interrupts())
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
@@ -1769,10 +1882,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print('imgstack: interrupted; nothing written', file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == '__main__':
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         sys.exit(main())
+    except KeyboardInterrupt:  # before main() took over Ctrl-C
+        sys.stderr.write('imgstack: interrupted; nothing written\n')
+        sys.exit(130)
     except BrokenPipeError:
         sys.exit(1)

@@ -108,6 +108,8 @@ def run_main(capsys: pytest.CaptureFixture[str], *argv: Any) -> Result:
             status = imgstack.main([str(a) for a in argv])
         except SystemExit as exc:  # argparse usage errors
             status = exc.code
+        except KeyboardInterrupt:  # would stop the whole pytest session
+            status = 'KeyboardInterrupt escaped main()'
     out, err = capsys.readouterr()
     return Result(status, out, err)
 
@@ -478,6 +480,33 @@ def test_output_is_input(tmp_path, capsys, monkeypatch, spelling, force):
     assert_error(result, guard, named, words=['input'])
 
 
+@pytest.mark.parametrize('late', ['output', 'rejection map'])
+def test_output_appears_during_run(tmp_path, capsys, monkeypatch, late):
+    """A file created at OUTPUT (or at the rejection map) while the run
+    lasts is not replaced without --force, and the failed run writes
+    nothing: neither OUTPUT nor the rejection map."""
+    a, b = pair(tmp_path)
+    out = tmp_path / 'out.tif'
+    rejected = tmp_path / 'rejected.tif'
+    target = out if late == 'output' else rejected
+    original = imgstack.clip_points
+
+    def clip_points(*args: Any, **kwargs: Any) -> Any:
+        if not target.exists():
+            target.write_bytes(b'written by someone else')
+            os.utime(target, ns=(1_000_000_000, 1_000_000_000))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(imgstack, 'clip_points', clip_points)
+    result = run_main(capsys, '-q', '--rejection-map', rejected, out, a, b)
+    assert_error(result, None, str(target), words=['exists'])
+    assert target.read_bytes() == b'written by someone else'
+    assert target.stat().st_mtime_ns == 1_000_000_000
+    other = rejected if late == 'output' else out
+    assert not other.exists(), f'the failed run wrote {other.name}'
+    assert sorted(os.listdir(tmp_path)) == sorted(['a.tif', 'b.tif', target.name])
+
+
 def test_output_directory_missing(tmp_path, capsys):
     a, b = pair(tmp_path)
     out = tmp_path / 'missing' / 'out.tif'
@@ -536,9 +565,8 @@ def test_file_size_limit(tmp_path, case):
         args.append('--force')
     guard = Guard(out, outdir / 'rejected.tif')
     result = run_cli(*args, out, a, b, preexec_fn=_limit_file_size(50_000))
-    assert_error(result, guard, words=[r'too large|file size|limit'], only_line=False)
-    line = result.lines[-1]
-    assert str(out) in line or any(str(p) in line for p in (outdir, a, b)), line
+    line = assert_error(result, guard, words=[r'too large|file size|limit'], only_line=False)
+    assert str(outdir) in line, f'the output (directory) is not named: {line!r}'
     assert temporaries(outdir) == []
 
 
@@ -692,7 +720,6 @@ def test_absurd_header(tmp_path, layout):
     patch_tags(huge, tags)
     patch_tags(good, tags)  # the same header: only the size check stops them
     out = tmp_path / 'out.tif'
-    guard = Guard(out)
     limit = _limit_memory(2 << 30)
     sane = run_cli('-q', tmp_path / 'sane.tif', write(tmp_path / 's1.tif'),
                    write(tmp_path / 's2.tif'), preexec_fn=limit)
@@ -864,6 +891,84 @@ def test_ctrl_c_in_process(tmp_path, capsys, monkeypatch, name, nth, existing):
     result = run_main(capsys, *args, out, *inputs)
     assert len(calls) >= nth, f'{name} was called {len(calls)} times only'
     _assert_interrupted(result, guard, outdir)
+
+
+@pytest.mark.slow
+def test_ctrl_c_at_every_moment(tmp_path, capsys):
+    """A real SIGINT delivered as imgstack calls any function, for each call
+    of a whole run in turn (deterministic "any moment"): every run ends
+    with 130 and nothing written and nothing left, or, when the signal
+    comes after the outputs are complete, with both complete outputs."""
+    indir = tmp_path / 'in'
+    outdir = tmp_path / 'out'
+    indir.mkdir()
+    outdir.mkdir()
+    # single-strip inputs taller than a band: decoded once to raw temporaries
+    inputs = [write(indir / f'in{i}.tif', frame(i, shape=(16, 20)), compression='zlib',
+                    rowsperstrip=16) for i in range(3)]
+    argv = ['-q', '-r', '4', '--rejection-map', str(outdir / 'rejected.tif'),
+            str(outdir / 'out.tif'), *inputs]
+    assert run_main(capsys, *argv).status == 0
+    reference = {name: (outdir / name).read_bytes() for name in os.listdir(outdir)}
+    assert sorted(reference) == ['out.tif', 'rejected.tif']
+    for name in reference:
+        os.unlink(outdir / name)
+    source = imgstack.__file__
+    failures: list[str] = []
+    n = 0
+    while True:
+        n += 1
+        state: dict[str, Any] = {'calls': 0, 'stacking': False, 'at': None}
+
+        def tracer(frame: Any, event: str, arg: Any, n: int = n, state: Any = state) -> None:
+            if event != 'call':
+                return
+            if frame.f_code.co_name == 'stack_files' and frame.f_code.co_filename == source:
+                state['stacking'] = True
+            caller = frame.f_back
+            if caller is not None and caller.f_code.co_filename == source:
+                state['calls'] += 1
+                if state['calls'] == n:
+                    state['at'] = (f'{caller.f_code.co_name}:{caller.f_lineno} '
+                                   f'calling {frame.f_code.co_name}')
+                    signal.raise_signal(signal.SIGINT)
+
+        capsys.readouterr()
+        previous = sys.gettrace()
+        with cli_logging():
+            sys.settrace(tracer)
+            try:
+                status: Any = imgstack.main(argv)
+            except KeyboardInterrupt:
+                status = 'KeyboardInterrupt escaped main()'
+            except BaseException as exc:  # noqa: BLE001
+                status = f'{type(exc).__name__} escaped main(): {exc}'
+            finally:
+                sys.settrace(previous)
+        err = capsys.readouterr().err
+        if state['at'] is None:  # n is past the last call: all moments done
+            break
+        left = {name: (outdir / name).read_bytes() for name in os.listdir(outdir)}
+        complete = left == reference
+        if status == 130:
+            ok = not left and 'Traceback' not in err and 'interrupt' in err.lower()
+        elif status == 0:
+            ok = complete
+        elif status == 'KeyboardInterrupt escaped main()':
+            # acceptable before the job starts (the program's entry point may
+            # catch it) or after it has finished: never in between
+            ok = (not left and not state['stacking']) or complete
+        else:
+            ok = False
+        if not ok:
+            failures.append(
+                f'SIGINT at {state["at"]}: status {status!r}, left {sorted(left)}'
+                + (f', stderr {err!r}' if 'Traceback' in err else '')
+            )
+        for name in left:
+            os.unlink(outdir / name)
+    assert n > 100, f'only {n} calls traced'
+    assert not failures, f'{len(failures)} of {n - 1} moments fail:\n' + '\n'.join(failures)
 
 
 # -- wildcards ---------------------------------------------------------------

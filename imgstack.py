@@ -71,7 +71,7 @@ DEFAULT_MEMORY = 1 << 30
 WORKERS = 2
 """Threads that decode inputs, and threads that clip, at the same time."""
 
-CHUNK_BYTES = 8 * MIB
+CHUNK_BYTES = 16 * MIB
 """Scratch memory of one clipping thread: the points of a band are clipped
 in column chunks this large, so that the working arrays stay small whatever
 the band height."""
@@ -366,13 +366,18 @@ def _clip_chunk(
         out = (x < lo) | (x > hi)
         if kept is not None:
             out &= kept
-        changed = out.any(axis=0)
-        if not changed.any():
+        changed = np.flatnonzero(out.any(axis=0))
+        if not changed.size:
             break
         active, x, out = active[changed], x[:, changed], out[:, changed]
-        rejected[active] += out.sum(axis=0)
+        removed = out.sum(axis=0)
+        rejected[active] += removed
         kept = ~out if kept is None else kept[:, changed] & ~out
-        total, count = _sums(x, kept)
+        if exact:  # exact: take the rejected values out of the sums
+            total = total[changed] - (x * out).sum(axis=0, dtype=np.int64)
+            count = count[changed] - removed
+        else:  # sum again, in the same order as a fresh sum would
+            total, count = _sums(x, kept)
         with np.errstate(invalid='ignore', divide='ignore'):
             mean[active] = np.where(count > 0, total / count, fallback[active])
     return mean, rejected, passes
@@ -381,10 +386,12 @@ def _clip_chunk(
 def _sums(x: np.ndarray, kept: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Return the sum (int64 for integers) and the count of the kept values
     of each point."""
-    dtype = np.float64 if x.dtype.kind == 'f' else np.int64
     if kept is None:
+        dtype = np.float64 if x.dtype.kind == 'f' else np.int64
         return x.sum(axis=0, dtype=dtype), np.full(x.shape[1], x.shape[0])
-    return np.where(kept, x, 0).sum(axis=0, dtype=dtype), kept.sum(axis=0)
+    if x.dtype.kind == 'f':  # where, not a product: 0 * inf is NaN
+        return np.where(kept, x, 0.0).sum(axis=0), kept.sum(axis=0)
+    return (x * kept).sum(axis=0, dtype=np.int64), kept.sum(axis=0)
 
 
 def _bounds(
@@ -408,8 +415,11 @@ def _bounds(
     with np.errstate(invalid='ignore', divide='ignore'):
         mean = total / count
         if exact:
-            xk = x if kept is None else np.where(kept, x, 0)
-            squares = np.square(xk, dtype=np.int64).sum(axis=0)
+            xk = x if kept is None else x * kept
+            # squares of 8/16-bit values fit in 16/32 bits: half the traffic
+            wide = np.promote_types(x.dtype, np.uint8 if x.dtype.kind == 'u' else np.int8)
+            wide = np.dtype(f'{wide.kind}{2 * x.dtype.itemsize}')
+            squares = np.square(xk, dtype=wide).sum(axis=0, dtype=np.int64)
             var = (count * squares - total * total) / (count.astype(np.float64) ** 2)
         else:
             dev = x - mean
@@ -421,10 +431,12 @@ def _bounds(
         lo, hi = mid - std * low, mid + std * high
     if not exact:
         return lo, hi
-    info = np.iinfo(x.dtype)  # NaN bounds (no value kept) keep everything
-    lo = np.clip(np.nan_to_num(np.ceil(lo), nan=info.min), info.min, info.max)
-    hi = np.clip(np.nan_to_num(np.floor(hi), nan=info.max), info.min, info.max)
-    return lo.astype(x.dtype), hi.astype(x.dtype)
+    info = np.iinfo(x.dtype)
+    np.clip(np.ceil(lo, out=lo), info.min, info.max, out=lo)
+    np.clip(np.floor(hi, out=hi), info.min, info.max, out=hi)
+    # NaN bounds belong to points with no value kept: nothing to compare
+    with np.errstate(invalid='ignore'):
+        return lo.astype(x.dtype), hi.astype(x.dtype)
 
 
 def _median(

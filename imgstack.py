@@ -530,6 +530,15 @@ class Frame:
         return 1 if self.planar else self.samples
 
     @property
+    def stored_shape(self) -> tuple[int, ...]:
+        """Shape of the image as tifffile writes it: planes first if planar."""
+        if self.planar:
+            return (self.samples, self.height, self.width)
+        if self.samples > 1:
+            return (self.height, self.width, self.samples)
+        return (self.height, self.width)
+
+    @property
     def row_bytes(self) -> int:
         """Bytes of one row of one plane."""
         return self.width * self.contig * self.dtype.itemsize
@@ -1106,14 +1115,8 @@ def needs_bigtiff(size: int) -> bool:
 
 def writer_args(first: Frame, strip_rows: int, extra: dict[str, Any]) -> dict[str, Any]:
     """Return the arguments of ``TiffWriter.write`` for the stacked image."""
-    if first.planar:
-        shape: tuple[int, ...] = (first.samples, first.height, first.width)
-    elif first.samples > 1:
-        shape = (first.height, first.width, first.samples)
-    else:
-        shape = (first.height, first.width)
     args = {
-        'shape': shape,
+        'shape': first.stored_shape,
         'dtype': first.dtype,
         'photometric': PHOTOMETRICS[first.photometric],
         'planarconfig': 'separate' if first.planar else 'contig',
@@ -1600,12 +1603,7 @@ def _strips(
 def _open_rejection_map(path: str, first: Frame, stack: contextlib.ExitStack) -> tuple[int, int]:
     """Write the header of an empty uint16 rejection map; return an open
     descriptor and the offset of its (contiguous) data."""
-    if first.planar:
-        shape: tuple[int, ...] = (first.samples, first.height, first.width)
-    elif first.samples > 1:
-        shape = (first.height, first.width, first.samples)
-    else:
-        shape = (first.height, first.width)
+    shape = first.stored_shape
     size = 2 * math.prod(shape)
     with tifffile.TiffWriter(path, bigtiff=needs_bigtiff(size)) as tw:
         offset, _ = tw.write(

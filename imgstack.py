@@ -13,6 +13,22 @@ The frames are streamed band by band (a few rows of every input at a time)
 under a memory budget, so a night of frames that does not fit in memory can
 be stacked on a laptop.
 
+The data flow, in the order of this file's sections:
+
+- the computation: `sigma_clipped_mean` and `clip_points`, pure functions
+  of arrays (no I/O), which the file job calls band by band;
+- reading: `open_frame` reads each header, `check_frames` compares them,
+  `read_rows` reads the rows of one band of one input;
+- the memory budget: `plan_bands` picks the band height and says where
+  every byte goes;
+- writing: `strip_encoder` and `writer_args` for tifffile's writer;
+- the file job: `stack_files` checks everything, then `stream_bands` reads
+  band after band (the next one while the current one is clipped),
+  `_strips` clips each band and yields the output's strips to the writer,
+  and `publish` renames the finished temporary files into place;
+- the command line: `build_parser` and `main`, which turns every error
+  into one line on stderr and an exit status.
+
 Example::
 
     python imgstack.py -s 2.5 -i 3 out.tif in*.tif
@@ -1214,7 +1230,7 @@ class Reporter:
         self.say(
             f'stacked {stats.frames} frames into {stats.output}: '
             f'{stats.passes} passes, {stats.rejected} values rejected '
-            f'({stats.percent:.3f}%), {stats.seconds:.1f} s, {rate:.0f} MB/s'
+            f'({stats.percent:.3f}%), {stats.seconds:.{1 if stats.seconds >= 10 else 2}f} s, {rate:.0f} MB/s'
         )
 
 

@@ -57,6 +57,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import glob
+import lzma
 import math
 import os
 import signal
@@ -65,6 +66,7 @@ import tempfile
 import threading
 import time
 import warnings
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -95,6 +97,13 @@ the band height."""
 RESERVE_BYTES = 12 * MIB
 """Memory kept aside in every budget for Python objects, the TIFF writer's
 buffers, the per-input bookkeeping and numpy's small temporaries."""
+
+STREAM_BYTES = 8 * MIB
+"""Memory that decoding one strip in pieces takes: compressed data read 1 MiB
+at a time, decoded rows written about 2 MiB at a time, and their copies."""
+
+STREAM_CODECS = {8: 'deflate', 32946: 'deflate', 34925: 'lzma'}
+"""Codecs whose strips the standard library decodes in pieces."""
 
 MAX_STRIP_ROWS = 64
 """Largest number of rows in one strip of the output."""
@@ -534,6 +543,20 @@ class Frame:
     resolution: tuple[Any, Any] | None
     resolutionunit: int | None
     pages: int
+    compression: int = 1
+    predictor: int = 1
+
+    @property
+    def streamable(self) -> bool:
+        """Whether a strip can be decoded in pieces (deflate or LZMA strips),
+        for strips too large to decode whole within the budget."""
+        return (
+            self.compression in STREAM_CODECS
+            and self.seg_width == self.width
+            and self.predictor in (1, 2, 3)
+            and (self.predictor != 2 or self.dtype.kind in 'iu')
+            and (self.predictor != 3 or self.dtype.kind == 'f')
+        )
 
     @property
     def planes(self) -> int:
@@ -700,6 +723,8 @@ def _frame_of(path: str, tif: tifffile.TiffFile, page: Any, pages: int) -> Frame
         resolution=resolution,
         resolutionunit=None if unit is None else int(unit.value),
         pages=pages,
+        compression=int(page.compression) if page.fillorder == 1 else -1,
+        predictor=int(page.predictor),
     )
 
 
@@ -833,12 +858,14 @@ def _read_decoded(
             del data, segment
 
 
-def predecode(frame: Frame, path: str) -> Frame:
+def predecode(frame: Frame, path: str, stream: bool = False) -> Frame:
     """Decode a frame once into the raw file ``path``; return its Frame.
 
     Used for files whose strips or tiles are too tall for one band: they
     are decoded one segment at a time, then read band by band from disk.
-    The caller creates ``path`` and removes it.
+    With ``stream`` each strip is decoded in pieces (deflate and LZMA),
+    for strips too large to decode whole within the budget.  The caller
+    creates ``path`` and removes it.
     """
     plane_bytes = frame.height * frame.row_bytes
     raw = dataclasses.replace(
@@ -856,7 +883,11 @@ def predecode(frame: Frame, path: str) -> Frame:
     try:
         fd_in = os.open(frame.path, os.O_RDONLY)
         try:
-            _predecode_segments(frame, fd_in, fd_out, raw.offsets)
+            if stream:
+                for index in range(len(frame.offsets)):
+                    _stream_strip(frame, fd_in, index, fd_out, raw.offsets)
+            else:
+                _predecode_segments(frame, fd_in, fd_out, raw.offsets)
         finally:
             os.close(fd_in)
     finally:
@@ -898,6 +929,65 @@ def _predecode_segments(frame: Frame, fd_in: int, fd_out: int, planes: np.ndarra
         del segment
 
 
+def _stream_strip(
+    frame: Frame, fd_in: int, index: int, fd_out: int, planes: np.ndarray
+) -> None:
+    """Decode one deflate or LZMA strip in pieces into a raw file, undoing
+    the predictor block by block of rows as tifffile would for the whole."""
+    plane, s = divmod(index, _segments_down(frame))
+    y0 = s * frame.seg_rows
+    height = min(frame.seg_rows, frame.height - y0)
+    row_bytes = frame.row_bytes
+    block = max(2 * MIB // row_bytes, 1) * row_bytes
+    decoder: Any = zlib.decompressobj() if STREAM_CODECS[frame.compression] == 'deflate' \
+        else lzma.LZMADecompressor()
+    position = int(frame.offsets[index])
+    end = position + int(frame.bytecounts[index])
+    pending = bytearray()
+    done = 0
+    try:
+        while done < height:
+            if isinstance(decoder, lzma.LZMADecompressor) and not decoder.needs_input:
+                data = b''
+            elif getattr(decoder, 'unconsumed_tail', b''):
+                data = decoder.unconsumed_tail
+            elif position < end:
+                data = os.pread(fd_in, min(MIB, end - position), position)
+                position += len(data)
+                if not data:
+                    break
+            else:
+                break
+            pending += decoder.decompress(data, block)
+            rows = min(len(pending) // row_bytes, height - done)
+            if rows:
+                offset = int(planes[plane]) + (y0 + done) * row_bytes
+                _pwrite_all(fd_out, _unpredicted(frame, pending[:rows * row_bytes], rows), offset)
+                del pending[:rows * row_bytes]
+                done += rows
+    except (zlib.error, lzma.LZMAError, ValueError) as exc:
+        raise ImgstackError(
+            frame.path, f'corrupt data in rows {y0 + done}-{y0 + height - 1} ({exc})'
+        ) from exc
+    if done < height:
+        raise ImgstackError(
+            frame.path, f'corrupt or truncated data in rows {y0 + done}-{y0 + height - 1}'
+        )
+
+
+def _unpredicted(frame: Frame, data: bytearray, rows: int) -> np.ndarray:
+    """Return decoded rows (file byte order, predictor applied) as native
+    samples, the way tifffile's own decoder treats a whole strip."""
+    if frame.predictor == 3:  # the floating-point predictor works on raw bytes
+        dtype = np.dtype(frame.dtype.char)
+    else:
+        dtype = frame.dtype.newbyteorder(frame.byteorder)
+    array = np.frombuffer(data, dtype).reshape(rows, frame.width, frame.contig).copy()
+    if frame.predictor != 1:  # use the result: floatpred cannot work in place
+        array = tifffile.TIFF.UNPREDICTORS[frame.predictor](array, axis=-2, out=array)
+    return array.astype(frame.dtype)
+
+
 def _pwrite_all(fd: int, array: np.ndarray, offset: int) -> None:
     view = memoryview(array).cast('B')
     while view:
@@ -920,6 +1010,7 @@ class Plan:
     transient: int  # bytes of strips or tiles being decoded at once
     needed: int  # bytes the plan needs in all
     predecode_workers: int = 1  # threads that decode inputs beforehand
+    streamed: tuple[bool, ...] = ()  # of those, inputs decoded in pieces
 
 
 def plan_bands(
@@ -967,11 +1058,15 @@ def plan_bands(
         per_row += 2 * v
     fixed = RESERVE_BYTES + WORKERS * CHUNK_BYTES
     cost = [f.segment_bytes + int(f.bytecounts.max(initial=0)) for f in frames]
+    # decoding beforehand takes a whole strip, or a stream where that does
+    # not fit and the codec allows it
+    stream = [f.streamable and RESERVE_BYTES + c > memory for f, c in zip(frames, cost)]
+    early = [STREAM_BYTES if s else c for s, c in zip(stream, cost)]
 
     def needed(b: int) -> tuple[int, int]:
         """Bytes needed with bands of b rows, and the decode transient."""
         inband = [c for f, c in zip(frames, cost) if not f.raw and f.seg_rows <= b]
-        before = [c for f, c in zip(frames, cost) if not f.raw and f.seg_rows > b]
+        before = [c for f, c in zip(frames, early) if not f.raw and f.seg_rows > b]
         transient = WORKERS * max(inband, default=0)
         during = fixed + per_row * b + transient
         return max(during, RESERVE_BYTES + max(before, default=0)), transient
@@ -1009,9 +1104,10 @@ def plan_bands(
     strip_rows = max(d for d in range(1, min(b, MAX_STRIP_ROWS) + 1) if b % d == 0)
     predecode = tuple(not f.raw and f.seg_rows > b for f in frames)
     need, transient = needed(b)
-    largest = max((c for c, p in zip(cost, predecode) if p), default=0)
+    largest = max((c for c, p in zip(early, predecode) if p), default=0)
     workers = WORKERS if RESERVE_BYTES + WORKERS * largest <= memory else 1
-    return Plan(b, strip_rows, predecode, per_row, fixed, transient, need, workers)
+    streamed = tuple(p and s for p, s in zip(predecode, stream))
+    return Plan(b, strip_rows, predecode, per_row, fixed, transient, need, workers, streamed)
 
 
 def parse_size(text: str) -> int:
@@ -1462,7 +1558,8 @@ def _predecoded(
     paths = [temporary_file(directory, '.imgstack-', '.raw', stack) for _ in todo]
     with concurrent.futures.ThreadPoolExecutor(plan.predecode_workers) as pool:
         try:
-            raws = list(pool.map(predecode, [frames[i] for i in todo], paths))
+            raws = list(pool.map(predecode, [frames[i] for i in todo], paths,
+                                 [plan.streamed[i] for i in todo]))
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise

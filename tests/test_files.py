@@ -319,8 +319,8 @@ def test_single_strip_decoded_once_to_temporary_file(tmp_path, monkeypatch):
     made = []
     real = imgstack.predecode
 
-    def spy(frame, directory):
-        raw = real(frame, directory)
+    def spy(frame, path, stream=False):
+        raw = real(frame, path, stream)
         made.append(raw.path)
         assert os.path.exists(raw.path)
         return raw
@@ -345,3 +345,43 @@ def test_temporary_files_removed_on_error(tmp_path):
         stacked(tmp_path, paths, rows=8)
     assert not no_leftovers(tmp_path)
     assert not os.path.exists(tmp_path / 'out.tif')
+
+
+@pytest.mark.parametrize(
+    ('dtype', 'kwargs'),
+    [
+        ('uint16', {'compression': 'zlib', 'predictor': True}),
+        ('int16', {'compression': 'zlib'}),
+        ('float32', {'compression': 'zlib', 'predictor': True}),
+        ('uint8', {'compression': 'lzma', 'predictor': True}),
+        ('uint16', {'compression': 'zlib', 'predictor': True, 'byteorder': '>'}),
+        ('float64', {'compression': 'zlib', 'predictor': True, 'byteorder': '>'}),
+    ],
+    ids=['deflate-predictor', 'deflate', 'float-predictor', 'lzma', 'big-endian', 'big-endian-float'],
+)
+def test_strip_decoded_in_pieces_equals_whole(tmp_path, dtype, kwargs):
+    # 9 MB strips: several pieces of about 2 MiB each
+    image = frames(1, (1000, 1500, 3), dtype)[0]
+    path = str(tmp_path / 'in.tif')
+    tifffile.imwrite(path, image, photometric='rgb', rowsperstrip=600, metadata=None, **kwargs)
+    frame = imgstack.open_frame(path)
+    assert frame.streamable
+    raw_path = str(tmp_path / 'raw')
+    open(raw_path, 'wb').close()
+    raw = imgstack.predecode(frame, raw_path, stream=True)
+    decoded = np.fromfile(raw_path, frame.dtype).reshape(image.shape)
+    np.testing.assert_array_equal(decoded, image)
+    assert raw.raw and raw.path == raw_path
+
+
+def test_corrupt_stream_names_rows(tmp_path):
+    image = frames(1, (300, 400), 'uint16')[0]
+    path = str(tmp_path / 'in.tif')
+    tifffile.imwrite(path, image, compression='zlib', rowsperstrip=300, metadata=None)
+    frame = imgstack.open_frame(path)
+    with open(path, 'r+b') as fh:
+        fh.seek(int(frame.offsets[0]) + int(frame.bytecounts[0]) // 2)
+        fh.write(b'\x00\xff' * 64)
+    open(tmp_path / 'raw', 'wb').close()
+    with pytest.raises(ImgstackError, match=r'in.tif: corrupt .*data in rows \d+-299'):
+        imgstack.predecode(frame, str(tmp_path / 'raw'), stream=True)

@@ -108,3 +108,28 @@ def test_more_inputs_than_open_file_limit(tmp_path):
     assert status == 0, err
     want, _ = imgstack.sigma_clipped_mean(stack)
     np.testing.assert_array_equal(tifffile.imread(out), imgstack.to_dtype(want, stack.dtype))
+
+
+@pytest.mark.slow
+def test_strip_larger_than_budget_is_decoded_in_pieces(tmp_path):
+    """Single-strip deflate frames of 60 MB each, stacked under -m 64M."""
+    rng = np.random.default_rng(5)
+    y, x = np.mgrid[0:5000, 0:6000]
+    base = (1000 + y // 10 + x // 20).astype(np.uint16)
+    paths = []
+    for i in range(3):
+        frame = base + rng.integers(0, 4, base.shape, dtype=np.uint16)
+        paths.append(str(tmp_path / f'in{i}.tif'))
+        tifffile.imwrite(paths[-1], frame, compression='zlib', predictor=True,
+                         rowsperstrip=5000, metadata=None)
+    del y, x
+    frame = imgstack.open_frame(paths[0])
+    assert frame.segment_bytes == 60_000_000 and frame.streamable
+    out = str(tmp_path / 'out.tif')
+    status, err, peak = run_measured(['-v', '-m', '64M', '-i', '2', out, *paths])
+    assert status == 0, err
+    assert peak <= 64 * imgstack.MIB + INTERPRETER, f'peak RSS {peak / imgstack.MIB:.0f} MiB'
+    stack = np.stack([tifffile.imread(p)[2000:2010] for p in paths])
+    want, _ = imgstack.sigma_clipped_mean(stack, iterations=2)
+    np.testing.assert_array_equal(tifffile.imread(out)[2000:2010], imgstack.to_dtype(want, stack.dtype))
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(('.part', '.raw'))]

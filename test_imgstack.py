@@ -401,3 +401,50 @@ def test_summary_counts(tmp_path, capsys):
     assert '1 values rejected (0.625%)' in err
     assert '2 passes' in err
     assert os.path.exists(out)
+
+
+# -- properties over random shapes, types, layouts and settings -------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def stacks(draw):
+    dtype = draw(st.sampled_from(DTYPES))
+    n = draw(st.integers(2, 12))
+    height, width = draw(st.integers(1, 20)), draw(st.integers(1, 15))
+    channels = draw(st.sampled_from([1, 3]))
+    shape = (height, width) if channels == 1 else (height, width, 3)
+    return random_stack(dtype, shape, n=n, seed=draw(st.integers(0, 2**16)))
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(
+    stack=stacks(),
+    rows=st.integers(1, 25),
+    strip=st.integers(1, 25),
+    compression=st.sampled_from([None, 'zlib', 'lzw']),
+    iterations=st.integers(0, 4),
+    center=st.sampled_from(['mean', 'median']),
+    low=st.floats(0.8, 4.0),
+    high=st.floats(0.8, 4.0),
+)
+def test_property_streamed_equals_in_memory_and_reference(
+    tmp_path_factory, stack, rows, strip, compression, iterations, center, low, high
+):
+    directory = tmp_path_factory.mktemp('prop')
+    kwargs = {'photometric': 'rgb'} if stack.ndim == 4 else {}
+    paths = write_stack(directory, stack, rowsperstrip=strip, compression=compression, **kwargs)
+    out = str(directory / 'out.tif')
+    stats = imgstack.stack_files(paths, out, sigma_low=low, sigma_high=high,
+                                 iterations=iterations, center=center, rows=rows)
+    want, rejected = sigma_clipped_mean(stack, sigma_low=low, sigma_high=high,
+                                        iterations=iterations, center=center)
+    got = tifffile.imread(out).reshape(stack.shape[1:])
+    np.testing.assert_array_equal(got, imgstack.to_dtype(want, stack.dtype))
+    assert stats.rejected == rejected
+    ref, ref_rejected = reference(stack, True, low, high, iterations, center)
+    np.testing.assert_allclose(want, ref, rtol=1e-12, atol=1e-9)
+    assert rejected == ref_rejected

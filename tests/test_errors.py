@@ -66,6 +66,14 @@ def write(path: Path | str, data: np.ndarray | None = None, **kwargs: Any) -> st
     return str(path)
 
 
+def in_and_out_dirs(tmp_path):
+    """Make separate folders for the inputs and the outputs."""
+    indir, outdir = tmp_path / 'in', tmp_path / 'out'
+    indir.mkdir()
+    outdir.mkdir()
+    return indir, outdir
+
+
 def pair(tmp_path: Path, **kwargs: Any) -> tuple[str, str]:
     """Write two valid, stackable inputs."""
     return (
@@ -544,10 +552,7 @@ def _limit_file_size(limit: int) -> Callable[[], None]:
 )
 def test_file_size_limit(tmp_path, case):
     """RLIMIT_FSIZE hit while writing: one line, no output, no temporary."""
-    indir = tmp_path / 'in'
-    outdir = tmp_path / 'out'
-    indir.mkdir()
-    outdir.mkdir()
+    indir, outdir = in_and_out_dirs(tmp_path)
     kwargs: dict[str, Any] = {}
     args: list[str] = []
     if case == 'predecode':  # single-strip inputs decoded to a raw temporary
@@ -866,10 +871,7 @@ def test_ctrl_c_during_startup(tmp_path, big_frames):
 def test_ctrl_c_in_process(tmp_path, capsys, monkeypatch, name, nth, existing):
     """KeyboardInterrupt from inside the run (on the nth call of a function):
     main returns 130, nothing written, no temporary file left."""
-    indir = tmp_path / 'in'
-    outdir = tmp_path / 'out'
-    indir.mkdir()
-    outdir.mkdir()
+    indir, outdir = in_and_out_dirs(tmp_path)
     inputs = [write(indir / f'in{i}.tif', frame(i, shape=(40, 50)), compression='zlib',
                     rowsperstrip=40) for i in range(3)]
     out = outdir / 'out.tif'
@@ -899,10 +901,7 @@ def test_ctrl_c_at_every_moment(tmp_path, capsys):
     of a whole run in turn (deterministic "any moment"): every run ends
     with 130 and nothing written and nothing left, or, when the signal
     comes after the outputs are complete, with both complete outputs."""
-    indir = tmp_path / 'in'
-    outdir = tmp_path / 'out'
-    indir.mkdir()
-    outdir.mkdir()
+    indir, outdir = in_and_out_dirs(tmp_path)
     # single-strip inputs taller than a band: decoded once to raw temporaries
     inputs = [write(indir / f'in{i}.tif', frame(i, shape=(16, 20)), compression='zlib',
                     rowsperstrip=16) for i in range(3)]
@@ -1057,10 +1056,7 @@ def test_broken_files_never_crash(tmp_path, capsys, compression):
     """A few hundred broken variants of a small compressed TIFF, each
     stacked with a valid file: status 0 or 1, never an exception, a
     traceback or a hang; status 1 is exactly one line; nothing left."""
-    indir = tmp_path / 'in'
-    outdir = tmp_path / 'out'
-    indir.mkdir()
-    outdir.mkdir()
+    indir, outdir = in_and_out_dirs(tmp_path)
     kwargs = {'compression': compression, 'rowsperstrip': 8,
               'resolution': (300, 300), 'resolutionunit': 'INCH'}
     good = write(indir / 'good.tif', frame(1, shape=(32, 40)), **kwargs)

@@ -1538,7 +1538,12 @@ def temporary_file(
             os.unlink(path)
 
     with critical():
-        fd, path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
+        try:
+            fd, path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
+        except OSError as exc:
+            raise ImgstackError(
+                directory, f'cannot create a file here ({exc.strerror or exc})'
+            ) from exc
         stack.callback(remove, path)
         os.close(fd)
     return path

@@ -282,6 +282,24 @@ def test_input_unreadable(tmp_path, capsys):
         os.chmod(b, 0o644)
 
 
+def test_input_unreadable_even_as_root(tmp_path, capsys, monkeypatch):
+    # root reads a chmod 000 file: let the system refuse it instead, as it
+    # would refuse anyone else
+    a, b = pair(tmp_path)
+    real_open = open
+
+    def refusing_open(file, *args, **kwargs):
+        if os.fspath(file) == b:
+            raise PermissionError(13, 'Permission denied', b)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr('builtins.open', refusing_open)
+    out = tmp_path / 'out.tif'
+    guard = Guard(out)
+    result = run_main(capsys, out, a, b)
+    assert_error(result, guard, b, words=['permission denied'])
+
+
 @pytest.mark.parametrize('kind', ['png', 'text', 'empty', 'zeros'])
 def test_input_not_a_tiff(tmp_path, capsys, kind):
     a, _ = pair(tmp_path)
@@ -537,6 +555,23 @@ def test_output_directory_read_only(tmp_path, capsys):
         assert_error(result, guard, str(out), words=[r'writable|permission'])
     finally:
         os.chmod(locked, 0o755)
+
+
+def test_output_directory_refuses_files_even_as_root(tmp_path, capsys, monkeypatch):
+    # root may write anywhere: let the system refuse the temporary file
+    a, b = pair(tmp_path)
+    locked = tmp_path / 'locked'
+    locked.mkdir()
+    out = locked / 'out.tif'
+
+    def refusing_mkstemp(*args, **kwargs):
+        raise PermissionError(13, 'Permission denied', str(locked))
+
+    monkeypatch.setattr(imgstack.tempfile, 'mkstemp', refusing_mkstemp)
+    guard = Guard(out)
+    result = run_main(capsys, out, a, b)
+    assert_error(result, guard, str(locked), words=['cannot create a file here', 'permission denied'],
+                 only_line=False)
 
 
 def _limit_file_size(limit: int) -> Callable[[], None]:

@@ -102,8 +102,9 @@ STREAM_BYTES = 8 * MIB
 """Memory that decoding one strip in pieces takes: compressed data read 1 MiB
 at a time, decoded rows written about 2 MiB at a time, and their copies."""
 
-STREAM_CODECS = {8: 'deflate', 32946: 'deflate', 34925: 'lzma'}
-"""Codecs whose strips the standard library decodes in pieces."""
+STREAM_CODECS = {8: 'deflate', 32946: 'deflate', 34925: 'lzma', 5: 'lzw'}
+"""Codecs whose strips can be decoded in pieces: deflate and LZMA with the
+standard library, LZW with a slow decoder of our own (`_lzw_pieces`)."""
 
 MAX_STRIP_ROWS = 64
 """Largest number of rows in one strip of the output."""
@@ -548,7 +549,7 @@ class Frame:
 
     @property
     def streamable(self) -> bool:
-        """Whether a strip can be decoded in pieces (deflate or LZMA strips),
+        """Whether a strip can be decoded in pieces (deflate, LZMA or LZW),
         for strips too large to decode whole within the budget."""
         return (
             self.compression in STREAM_CODECS
@@ -932,40 +933,29 @@ def _predecode_segments(frame: Frame, fd_in: int, fd_out: int, planes: np.ndarra
 def _stream_strip(
     frame: Frame, fd_in: int, index: int, fd_out: int, planes: np.ndarray
 ) -> None:
-    """Decode one deflate or LZMA strip in pieces into a raw file, undoing
-    the predictor block by block of rows as tifffile would for the whole."""
+    """Decode one strip in pieces into a raw file, undoing the predictor
+    block by block of rows as tifffile would for the whole strip."""
     plane, s = divmod(index, _segments_down(frame))
     y0 = s * frame.seg_rows
     height = min(frame.seg_rows, frame.height - y0)
     row_bytes = frame.row_bytes
     block = max(2 * MIB // row_bytes, 1) * row_bytes
-    decoder: Any = zlib.decompressobj() if STREAM_CODECS[frame.compression] == 'deflate' \
-        else lzma.LZMADecompressor()
-    position = int(frame.offsets[index])
-    end = position + int(frame.bytecounts[index])
+    start = int(frame.offsets[index])
+    chunks = _chunks(fd_in, start, start + int(frame.bytecounts[index]))
     pending = bytearray()
     done = 0
     try:
-        while done < height:
-            if isinstance(decoder, lzma.LZMADecompressor) and not decoder.needs_input:
-                data = b''
-            elif getattr(decoder, 'unconsumed_tail', b''):
-                data = decoder.unconsumed_tail
-            elif position < end:
-                data = os.pread(fd_in, min(MIB, end - position), position)
-                position += len(data)
-                if not data:
-                    break
-            else:
-                break
-            pending += decoder.decompress(data, block)
+        for piece in _decoded_pieces(STREAM_CODECS[frame.compression], chunks, block):
+            pending += piece
             rows = min(len(pending) // row_bytes, height - done)
             if rows:
                 offset = int(planes[plane]) + (y0 + done) * row_bytes
                 _pwrite_all(fd_out, _unpredicted(frame, pending[:rows * row_bytes], rows), offset)
                 del pending[:rows * row_bytes]
                 done += rows
-    except (zlib.error, lzma.LZMAError, ValueError) as exc:
+            if done == height:
+                break
+    except (zlib.error, lzma.LZMAError, ValueError, IndexError) as exc:
         raise ImgstackError(
             frame.path, f'corrupt data in rows {y0 + done}-{y0 + height - 1} ({exc})'
         ) from exc
@@ -973,6 +963,84 @@ def _stream_strip(
         raise ImgstackError(
             frame.path, f'corrupt or truncated data in rows {y0 + done}-{y0 + height - 1}'
         )
+
+
+def _chunks(fd: int, position: int, end: int) -> Iterator[bytes]:
+    """Yield the bytes from position to end of a file, 1 MiB at a time."""
+    while position < end:
+        data = os.pread(fd, min(MIB, end - position), position)
+        if not data:
+            return
+        position += len(data)
+        yield data
+
+
+def _decoded_pieces(codec: str, chunks: Iterator[bytes], block: int) -> Iterator[bytes]:
+    """Yield the decoded bytes of a compressed stream, at most block at a time."""
+    if codec == 'deflate':
+        inflater = zlib.decompressobj()
+        for data in chunks:
+            while data:
+                yield inflater.decompress(data, block)
+                data = inflater.unconsumed_tail
+        yield inflater.flush()
+    elif codec == 'lzma':
+        unxz = lzma.LZMADecompressor()
+        for data in chunks:
+            yield unxz.decompress(data, block)
+            while not unxz.needs_input and not unxz.eof:
+                yield unxz.decompress(b'', block)
+    else:
+        yield from _lzw_pieces(chunks, block)
+
+
+def _lzw_pieces(chunks: Iterator[bytes], block: int) -> Iterator[bytes]:
+    """Yield the decoded bytes of a TIFF LZW stream (codes of 9 to 12 bits,
+    most significant bit first, widened one code early as libtiff does).
+
+    Plain Python, a few MB/s: used only for strips too large to decode
+    whole within the memory budget (imagecodecs decodes LZW only whole).
+    """
+    table = [bytes((i,)) for i in range(256)] + [b'', b'']  # 256 clear, 257 end
+    width, widen_at = 9, 511
+    bits = count = size = 0
+    previous = b''
+    out: list[bytes] = []
+    for data in chunks:
+        for byte in data:
+            bits = ((bits << 8) | byte) & 0xFFFFFF
+            count += 8
+            if count < width:
+                continue
+            count -= width
+            code = (bits >> count) & ((1 << width) - 1)
+            if code == 256:
+                del table[258:]
+                width, widen_at, previous = 9, 511, b''
+                continue
+            if code == 257:
+                yield b''.join(out)
+                return
+            if code < len(table):
+                entry = table[code]
+                if previous:
+                    table.append(previous + entry[:1])
+            elif code == len(table) and previous:
+                entry = previous + previous[:1]
+                table.append(entry)
+            else:
+                msg = f'LZW code {code} beyond the table of {len(table)}'
+                raise ValueError(msg)
+            out.append(entry)
+            size += len(entry)
+            previous = entry
+            if len(table) >= widen_at and width < 12:
+                width += 1
+                widen_at = (1 << width) - 1
+            if size >= block:
+                yield b''.join(out)
+                out, size = [], 0
+    yield b''.join(out)
 
 
 def _unpredicted(frame: Frame, data: bytearray, rows: int) -> np.ndarray:
@@ -1560,6 +1628,14 @@ def _predecoded(
     if not todo:
         return frames
     report.say(f'decoding {len(todo)} inputs once to temporary files', level=2)
+    for i in todo:
+        frame = frames[i]
+        if plan.streamed[i] and STREAM_CODECS[frame.compression] == 'lzw':
+            whole = RESERVE_BYTES + frame.segment_bytes + int(frame.bytecounts.max())
+            report.warn(
+                f'{frame.path}: an LZW strip does not fit the memory budget whole; '
+                f'decoding it slowly in pieces (-m {-(-whole // MIB)}M decodes it fast)'
+            )
     paths = [temporary_file(directory, '.imgstack-', '.raw', stack) for _ in todo]
     with concurrent.futures.ThreadPoolExecutor(plan.predecode_workers) as pool:
         try:

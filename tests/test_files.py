@@ -356,12 +356,16 @@ def test_temporary_files_removed_on_error(tmp_path):
         ('uint8', {'compression': 'lzma', 'predictor': True}),
         ('uint16', {'compression': 'zlib', 'predictor': True, 'byteorder': '>'}),
         ('float64', {'compression': 'zlib', 'predictor': True, 'byteorder': '>'}),
+        ('uint8', {'compression': 'lzw', 'predictor': True}),
+        ('uint16', {'compression': 'lzw', 'byteorder': '>'}),
     ],
-    ids=['deflate-predictor', 'deflate', 'float-predictor', 'lzma', 'big-endian', 'big-endian-float'],
+    ids=['deflate-predictor', 'deflate', 'float-predictor', 'lzma', 'big-endian',
+         'big-endian-float', 'lzw-predictor', 'lzw-big-endian'],
 )
 def test_strip_decoded_in_pieces_equals_whole(tmp_path, dtype, kwargs):
-    # 9 MB strips: several pieces of about 2 MiB each
-    image = frames(1, (1000, 1500, 3), dtype)[0]
+    # strips of several pieces of about 2 MiB each (LZW, slow here: fewer)
+    rows = 500 if kwargs['compression'] == 'lzw' else 1000
+    image = frames(1, (rows, 1500, 3), dtype)[0]
     path = str(tmp_path / 'in.tif')
     tifffile.imwrite(path, image, photometric='rgb', rowsperstrip=600, metadata=None, **kwargs)
     frame = imgstack.open_frame(path)
@@ -385,3 +389,41 @@ def test_corrupt_stream_names_rows(tmp_path):
     open(tmp_path / 'raw', 'wb').close()
     with pytest.raises(ImgstackError, match=r'in.tif: corrupt .*data in rows \d+-299'):
         imgstack.predecode(frame, str(tmp_path / 'raw'), stream=True)
+
+
+@pytest.mark.parametrize('block', [1, 1000, 1 << 21])
+def test_lzw_pieces_equal_imagecodecs(block):
+    import imagecodecs
+
+    rng = np.random.default_rng(8)
+    # noise fills the code table (clear codes), runs make long entries
+    data = rng.integers(0, 256, 300_000, dtype=np.uint8).tobytes() + bytes(200_000) + b'ab' * 50_000
+    encoded = imagecodecs.lzw_encode(data)
+    chunks = [encoded[i:i + 4096] for i in range(0, len(encoded), 4096)]
+    pieces = list(imgstack._lzw_pieces(iter(chunks), block))
+    assert b''.join(pieces) == data
+    if block == 1000:
+        assert max(len(p) for p in pieces) < 1000 + 4096 and len(pieces) > 100
+
+
+def test_lzw_code_beyond_table_is_corrupt():
+    # 9-bit code 300 right after a clear: beyond the table
+    code = (256 << 9 | 300) << 6  # two 9-bit codes, padded to 24 bits
+    with pytest.raises(ValueError, match='beyond the table'):
+        list(imgstack._lzw_pieces(iter([code.to_bytes(3, 'big')]), 100))
+
+
+def test_slow_lzw_pieces_are_announced(tmp_path, capsys, monkeypatch):
+    # shrink the fixed costs so that a small strip is "too large": the same
+    # decisions as for a 360 MB strip under -m 256M, in a fraction of a second
+    monkeypatch.setattr(imgstack, 'RESERVE_BYTES', 256 << 10)
+    monkeypatch.setattr(imgstack, 'CHUNK_BYTES', 256 << 10)
+    monkeypatch.setattr(imgstack, 'STREAM_BYTES', 128 << 10)
+    stack = frames(3, (400, 500))
+    paths = write(tmp_path, stack, compression='lzw', rowsperstrip=400)
+    out = str(tmp_path / 'out.tif')
+    assert imgstack.main(['-m', str(1 << 20), '-r', '10', out, *paths]) == 0
+    err = capsys.readouterr().err
+    assert err.count('decoding it slowly in pieces') == 3
+    plain = stacked(tmp_path, write(tmp_path, stack, 'plain'), 'plain.tif', sigma=2.5, iterations=1)
+    np.testing.assert_array_equal(tifffile.imread(out), tifffile.imread(plain))

@@ -1393,7 +1393,8 @@ class Reporter:
         rate = stats.bytes_read / stats.seconds / 1e6 if stats.seconds > 0 else 0.0
         self.say(
             f'stacked {stats.frames} frames into {stats.output}: '
-            f'{stats.passes} passes, {stats.rejected} values rejected '
+            f'{stats.passes} pass{"" if stats.passes == 1 else "es"}, '
+            f'{stats.rejected} values rejected '
             f'({stats.percent:.3f}%), {stats.seconds:.{1 if stats.seconds >= 10 else 2}f} s, {rate:.0f} MB/s'
         )
 
@@ -1901,19 +1902,18 @@ def run_demo(directory: str, reporter: Reporter) -> int:
     reporter.summary(stats)
     result = tifffile.imread(output).astype(np.float64)
     plain = stack.mean(axis=0)
-    # where the trail is: much brighter in its frame than in all the others
-    others = np.median(np.delete(stack, trail, axis=0), axis=0)
-    on = (stack[trail] - others) > 0.2 * 65535
-    off = ~on
-    before = stack[trail][on].mean() - stack[trail][off].mean()
-    after_plain = plain[on].mean() - plain[off].mean()
-    after = result[on].mean() - result[off].mean()
+    # the trail: pixels much brighter in its frame than the same pixels in
+    # the other frames (their median is the sky there, stars included)
+    sky = np.median(np.delete(stack, trail, axis=0), axis=0)
+    on = stack[trail] - sky > 0.2 * 65535
+    before, after_plain, after = (
+        float((image - sky)[on].mean()) for image in (stack[trail], plain, result))
     reporter.say(
         f'wrote {count} frames into {directory}; frame {trail} has a satellite trail.\n'
-        f'brightness of the trail above the rest of the sky:\n'
-        f'  in frame {trail}:               {before:10.1f}\n'
-        f'  plain average:           {after_plain:10.1f}\n'
-        f'  sigma-clipped (stacked.tif): {after:10.1f}\n'
+        f'mean brightness along the trail above the sky there:\n'
+        f'  in frame {trail}:                    {before:10.1f}\n'
+        f'  plain average:                {after_plain:10.1f}\n'
+        f'  sigma-clipped (stacked.tif):  {after:10.1f}\n'
         f'{stats.rejected} values rejected ({stats.percent:.2f}%); '
         f'their count per pixel is in {rmap}'
     )

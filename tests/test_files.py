@@ -427,3 +427,13 @@ def test_slow_lzw_pieces_are_announced(tmp_path, capsys, monkeypatch):
     assert err.count('decoding it slowly in pieces') == 3
     plain = stacked(tmp_path, write(tmp_path, stack, 'plain'), 'plain.tif', sigma=2.5, iterations=1)
     np.testing.assert_array_equal(tifffile.imread(out), tifffile.imread(plain))
+
+
+def test_cmyk_kept(tmp_path):
+    stack = frames(5, (9, 8, 4), 'uint8')
+    out = stacked(tmp_path, write(tmp_path, stack, photometric='separated'))
+    with tifffile.TiffFile(out) as tif:
+        page = tif.pages.first
+        assert page.photometric == 5 and page.samplesperpixel == 4 and not page.extrasamples
+    want, _ = imgstack.sigma_clipped_mean(stack, sigma=2.0, iterations=3)
+    np.testing.assert_array_equal(tifffile.imread(out), imgstack.to_dtype(want, stack.dtype))

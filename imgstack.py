@@ -57,6 +57,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import glob
+import logging
 import lzma
 import math
 import os
@@ -2043,8 +2044,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     reporter = Reporter(0 if args.quiet else 2 if args.verbose else 1)
     if args.demo is None and (args.output is None or not args.inputs):
         parser.error('need OUTPUT and at least one INPUT (or --demo DIR)')
-    import logging
-
     # tifffile logs what it repairs in damaged files; our errors say what matters
     logging.getLogger('tifffile').setLevel(logging.CRITICAL + 1)
     previous = None

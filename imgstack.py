@@ -1369,8 +1369,11 @@ class Reporter:
         self._start = time.monotonic()
         self._next = 0.0
 
-    def progress(self, done: int, total: int, frames: int, nbytes: int) -> None:
-        """Report rows done: a bar on a terminal, a line every 10% otherwise."""
+    def progress(
+        self, done: int, total: int, frames: int, nbytes: int, what: str = 'rows'
+    ) -> None:
+        """Report rows (or ``what``) done: a bar on a terminal, a line every
+        10% otherwise."""
         if self.level < 1 or total <= 0:
             return
         elapsed = time.monotonic() - self._start
@@ -1378,7 +1381,7 @@ class Reporter:
         rate = nbytes / elapsed / 1e6 if elapsed > 0 else 0.0
         left = elapsed / fraction - elapsed if fraction > 0 else 0.0
         text = (
-            f'{100 * fraction:3.0f}%  rows {done}/{total}  {frames} frames  '
+            f'{100 * fraction:3.0f}%  {what} {done}/{total}  {frames} frames  '
             f'{rate:.0f} MB/s  {left:.0f} s left'
         )
         if self.tty:
@@ -1639,16 +1642,19 @@ def _predecoded(
                 f'decoding it slowly in pieces (-m {-(-whole // MIB)}M decodes it fast)'
             )
     paths = [temporary_file(directory, '.imgstack-', '.raw', stack) for _ in todo]
+    result = list(frames)
+    report.start()
     with concurrent.futures.ThreadPoolExecutor(plan.predecode_workers) as pool:
         try:
-            raws = list(pool.map(predecode, [frames[i] for i in todo], paths,
-                                 [plan.streamed[i] for i in todo]))
+            raws = pool.map(predecode, [frames[i] for i in todo], paths,
+                            [plan.streamed[i] for i in todo])
+            for done, (i, raw) in enumerate(zip(todo, raws), 1):
+                result[i] = raw
+                nbytes = done * raw.height * raw.planes * raw.row_bytes
+                report.progress(done, len(todo), len(frames), nbytes, 'decoded once')
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise
-    result = list(frames)
-    for i, raw in zip(todo, raws):
-        result[i] = raw
     return result
 
 

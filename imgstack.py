@@ -1524,6 +1524,8 @@ def stack_files(
             frames, temps, plan, alpha, encode, extra,
             (low, high, iterations, center), report,
         )
+        if rejection_map and codec is not None:
+            temps[1] = compressed_map(temps[1], first, plan.strip_rows, codec, stack)
         publish(temps, targets, force)
     n, points = len(frames), first.height * first.width * first.samples
     return Stats(
@@ -1825,6 +1827,46 @@ def _open_rejection_map(path: str, first: Frame, stack: contextlib.ExitStack) ->
     fd = os.open(path, os.O_RDWR)
     stack.callback(os.close, fd)
     return fd, offset
+
+
+def compressed_map(
+    path: str, first: Frame, strip_rows: int, codec: tuple[str, int | None],
+    stack: contextlib.ExitStack,
+) -> str:
+    """Copy the uncompressed rejection map at path into a compressed
+    temporary file beside it, strip by strip; return the copy's path.
+
+    The map is written uncompressed while stacking (each band lands at its
+    place with ``pwrite``) and compressed afterwards: it is 2 bytes per
+    point, and mostly zeros.
+    """
+    encode, extra = strip_encoder(codec, np.dtype(np.uint16))
+    with tifffile.TiffFile(path) as tif:
+        offset = int(tif.pages.first.dataoffsets[0])
+    directory, name = os.path.split(path)
+    target = temporary_file(directory, name + '.', '.part', stack)
+    row_bytes = first.width * first.contig * 2
+
+    def strips() -> Iterator[bytes]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for plane in range(first.planes):
+                for r0 in range(0, first.height, strip_rows):
+                    rows = min(strip_rows, first.height - r0)
+                    strip = np.empty((rows, first.width, first.contig), np.uint16)
+                    os.preadv(fd, [strip], offset + (plane * first.height + r0) * row_bytes)
+                    yield encode(strip)
+        finally:
+            os.close(fd)
+
+    with tifffile.TiffWriter(target, bigtiff=needs_bigtiff(2 * math.prod(first.stored_shape))) as tw:
+        tw.write(
+            strips(), shape=first.stored_shape, dtype=np.uint16, rowsperstrip=strip_rows,
+            photometric='minisblack', planarconfig='separate' if first.planar else 'contig',
+            metadata=None, software=f'imgstack {__version__} rejection map',
+            maxworkers=1, **extra,
+        )
+    return target
 
 
 # -- sample frames and the demo ----------------------------------------------

@@ -152,3 +152,27 @@ def test_readme_opens_with_the_two_setup_commands():
     head = text[:2500]
     assert re.search(r'pip install -r requirements.txt.*&&.*imgstack.py --demo', head, re.S)
     assert 'requirements-test.txt' in head and readme_test_command() in head
+
+
+@pytest.mark.parametrize('layout', ['gray', 'rgb', 'planar'])
+def test_rejection_map_compressed_with_the_output(tmp_path, layout):
+    shape = {'gray': (120, 100), 'rgb': (120, 100, 3), 'planar': (3, 120, 100)}[layout]
+    stack = np.empty((10, *shape), np.uint16)
+    stack[0::2], stack[1::2] = 499, 501
+    stack[(4, 1, 7, 2)[:stack.ndim]] = 60000
+    kwargs = {'gray': {}, 'rgb': {'photometric': 'rgb'},
+              'planar': {'photometric': 'rgb', 'planarconfig': 'separate'}}[layout]
+    paths = []
+    for i, frame in enumerate(stack):
+        paths.append(str(tmp_path / f'in{i:02d}.tif'))
+        tifffile.imwrite(paths[-1], frame, metadata=None, **kwargs)
+    plain_map, packed_map = str(tmp_path / 'plain.tif'), str(tmp_path / 'packed.tif')
+    imgstack.stack_files(paths, str(tmp_path / 'a.tif'), rows=7, rejection_map=plain_map)
+    imgstack.stack_files(paths, str(tmp_path / 'b.tif'), rows=7, rejection_map=packed_map,
+                         compress='zstd')
+    np.testing.assert_array_equal(tifffile.imread(packed_map), tifffile.imread(plain_map))
+    assert tifffile.imread(packed_map).sum() == 1
+    with tifffile.TiffFile(packed_map) as tif:
+        assert tif.pages.first.compression == 50000
+    assert os.path.getsize(packed_map) < os.path.getsize(plain_map) / 4
+    assert not [f for f in os.listdir(tmp_path) if f.endswith('.part')]

@@ -84,6 +84,9 @@ import tifffile
 
 MIB = 1 << 20
 
+BINARY = getattr(os, 'O_BINARY', 0)
+"""Flag that os.open needs on Windows for binary files (0 elsewhere)."""
+
 DEFAULT_MEMORY = 1 << 30
 """Default memory budget for a whole run, in bytes (``-m``)."""
 
@@ -529,7 +532,7 @@ class Frame:
     """One input: its header, and where its pixel data lie in the file.
 
     The file is not kept open: every band read opens it, reads the
-    segments (strips or tiles) it needs with ``os.pread`` and closes it, so
+    segments (strips or tiles) it needs with positioned reads and closes it, so
     any number of inputs can be stacked whatever the open-file limit.
     """
 
@@ -834,7 +837,7 @@ def _read_raw(frame: Frame, fd: int, plane: int, r0: int, r1: int, out: np.ndarr
         end = min((s + 1) * rows, r1)
         offset = int(frame.offsets[base + s]) + (r - s * rows) * row_bytes
         part = buffer[(r - r0) * row_bytes:(end - r0) * row_bytes]
-        if os.preadv(fd, [part], offset) != part.nbytes:
+        if _pread_into(fd, part, offset) != part.nbytes:
             raise ImgstackError(frame.path, f'truncated data in rows {r}-{end - 1}')
         r = end
 
@@ -857,7 +860,7 @@ def _read_decoded(
                 target[...] = 0
                 continue
             try:
-                data = os.pread(fd, count, int(frame.offsets[index]))
+                data = _pread(fd, count, int(frame.offsets[index]))
                 segment = frame.decode(data, index, **frame.jpeg)[0]
                 target[...] = segment[0, a - y0:b - y0, :w]
             except Exception as exc:  # any codec error means corrupt data
@@ -889,9 +892,9 @@ def predecode(frame: Frame, path: str, stream: bool = False) -> Frame:
         raw=True,
         decode=None,
     )
-    fd_out = os.open(path, os.O_WRONLY)
+    fd_out = os.open(path, os.O_WRONLY | BINARY)
     try:
-        fd_in = os.open(frame.path, os.O_RDONLY)
+        fd_in = os.open(frame.path, os.O_RDONLY | BINARY)
         try:
             if stream:
                 for index in range(len(frame.offsets)):
@@ -921,7 +924,7 @@ def _predecode_segments(frame: Frame, fd_in: int, fd_out: int, planes: np.ndarra
             segment = np.zeros((h, w, frame.contig), frame.dtype)
         else:
             try:
-                data = os.pread(fd_in, count, int(frame.offsets[index]))
+                data = _pread(fd_in, count, int(frame.offsets[index]))
                 segment = frame.decode(data, index, **frame.jpeg)[0][0, :h, :w]
                 del data
             except Exception as exc:  # any codec error means corrupt data
@@ -977,7 +980,7 @@ def _stream_strip(
 def _chunks(fd: int, position: int, end: int) -> Iterator[bytes]:
     """Yield the bytes from position to end of a file, 1 MiB at a time."""
     while position < end:
-        data = os.pread(fd, min(MIB, end - position), position)
+        data = _pread(fd, min(MIB, end - position), position)
         if not data:
             return
         position += len(data)
@@ -1066,10 +1069,45 @@ def _unpredicted(frame: Frame, data: bytearray, rows: int) -> np.ndarray:
 
 
 def _pwrite_all(fd: int, array: np.ndarray, offset: int) -> None:
-    view = memoryview(array).cast('B')
+    view = memoryview(np.ascontiguousarray(array)).cast('B')
     while view:
-        written = os.pwrite(fd, view, offset)
+        written = _pwrite(fd, view, offset)
         view, offset = view[written:], offset + written
+
+
+# Positioned reads and writes: os.pread/os.preadv/os.pwrite where the system
+# has them (Linux, macOS, BSD); seek and read or write elsewhere (Windows),
+# which is safe because every descriptor is used by one thread at a time.
+
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    """Return up to size bytes of a file from offset."""
+    if hasattr(os, 'pread'):
+        return os.pread(fd, size, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, size)
+
+
+def _pread_into(fd: int, buffer: np.ndarray, offset: int) -> int:
+    """Read into buffer from offset of a file; return the bytes read."""
+    if hasattr(os, 'preadv'):
+        return os.preadv(fd, [buffer], offset)
+    view = memoryview(buffer).cast('B')
+    done = 0
+    while done < len(view):
+        data = _pread(fd, len(view) - done, offset + done)
+        if not data:
+            break
+        view[done:done + len(data)] = data
+        done += len(data)
+    return done
+
+
+def _pwrite(fd: int, data: Any, offset: int) -> int:
+    """Write data at offset of a file; return the bytes written."""
+    if hasattr(os, 'pwrite'):
+        return os.pwrite(fd, data, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.write(fd, data)
 
 
 # -- the memory budget -------------------------------------------------------
@@ -1731,7 +1769,7 @@ def stream_bands(
              aout: np.ndarray | None) -> None:
         frame = frames[i]
         try:
-            fd = os.open(frame.path, os.O_RDONLY)
+            fd = os.open(frame.path, os.O_RDONLY | BINARY)
         except OSError as exc:
             raise ImgstackError(frame.path, exc.strerror or str(exc)) from exc
         try:
@@ -1824,7 +1862,7 @@ def _open_rejection_map(path: str, first: Frame, stack: contextlib.ExitStack) ->
             planarconfig='separate' if first.planar else 'contig',
             software=f'imgstack {__version__} rejection map',
         )
-    fd = os.open(path, os.O_RDWR)
+    fd = os.open(path, os.O_RDWR | BINARY)
     stack.callback(os.close, fd)
     return fd, offset
 
@@ -1848,13 +1886,13 @@ def compressed_map(
     row_bytes = first.width * first.contig * 2
 
     def strips() -> Iterator[bytes]:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | BINARY)
         try:
             for plane in range(first.planes):
                 for r0 in range(0, first.height, strip_rows):
                     rows = min(strip_rows, first.height - r0)
                     strip = np.empty((rows, first.width, first.contig), np.uint16)
-                    os.preadv(fd, [strip], offset + (plane * first.height + r0) * row_bytes)
+                    _pread_into(fd, strip, offset + (plane * first.height + r0) * row_bytes)
                     yield encode(strip)
         finally:
             os.close(fd)

@@ -437,3 +437,24 @@ def test_cmyk_kept(tmp_path):
         assert page.photometric == 5 and page.samplesperpixel == 4 and not page.extrasamples
     want, _ = imgstack.sigma_clipped_mean(stack, sigma=2.0, iterations=3)
     np.testing.assert_array_equal(tifffile.imread(out), imgstack.to_dtype(want, stack.dtype))
+
+
+def test_without_positioned_io(tmp_path, monkeypatch):
+    # Windows has no os.pread, os.preadv or os.pwrite: the same files must
+    # come out of the seek-and-read fallback
+    stack = frames(6, (40, 30, 3))
+    sets = {
+        'plain': write(tmp_path, stack, 'plain', **RGB),
+        'lzw1': write(tmp_path, stack, 'lzw1', compression='lzw', rowsperstrip=40, **RGB),
+        'zlib': write(tmp_path, stack, 'zlib', compression='zlib', rowsperstrip=4, **RGB),
+    }
+    want = {k: stacked(tmp_path, p, f'{k}-want.tif', rows=8, rejection_map=str(tmp_path / f'{k}-wmap.tif'))
+            for k, p in sets.items()}
+    for name in ('pread', 'preadv', 'pwrite'):
+        monkeypatch.delattr(os, name, raising=False)
+    for k, p in sets.items():
+        got = stacked(tmp_path, p, f'{k}-got.tif', rows=8, rejection_map=str(tmp_path / f'{k}-gmap.tif'))
+        np.testing.assert_array_equal(tifffile.imread(got), tifffile.imread(want[k]))
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / f'{k}-gmap.tif'),
+                                      tifffile.imread(tmp_path / f'{k}-wmap.tif'))
+    assert not no_leftovers(tmp_path)

@@ -2100,7 +2100,8 @@ def build_parser() -> argparse.ArgumentParser:
     clip.add_argument('--sigma-high', type=_positive_float, metavar='H',
                       help='factor above the center (default S)')
     clip.add_argument('-i', '--iterations', type=_count(0), default=1, metavar='N',
-                      help='clipping passes; 0 is a plain average (default %(default)s)')
+                      help='clipping passes, stopping early after one that rejects '
+                           'nothing; 0 is a plain average (default %(default)s)')
     clip.add_argument('--center', choices=('mean', 'median'), default='mean',
                       help='center values are compared with (default %(default)s)')
     clip.add_argument('--no-alpha', action='store_true',

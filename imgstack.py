@@ -87,6 +87,9 @@ MIB = 1 << 20
 BINARY = getattr(os, 'O_BINARY', 0)
 """Flag that os.open needs on Windows for binary files (0 elsewhere)."""
 
+NATIVE = '<' if sys.byteorder == 'little' else '>'
+"""This machine's byte order, as tifffile writes it."""
+
 DEFAULT_MEMORY = 1 << 30
 """Default memory budget for a whole run, in bytes (``-m``)."""
 
@@ -342,7 +345,7 @@ def chunk_points(n: int, itemsize: int, center: str) -> int:
 
 
 def scratch_per_value(itemsize: int, center: str) -> int:
-    """Bytes of scratch that clipping needs per value of a chunk.
+    """Bytes of scratch that clipping needs per value of a chunk, at most.
 
     A float64 copy, its masked copy and a product (3 x 8), two masks and a
     comparison (3 x 1), a gathered subset of the input (itemsize), and for
@@ -454,8 +457,7 @@ def _bounds(
         if exact:
             xk = x if kept is None else x * kept
             # squares of 8/16-bit values fit in 16/32 bits: half the traffic
-            wide = np.promote_types(x.dtype, np.uint8 if x.dtype.kind == 'u' else np.int8)
-            wide = np.dtype(f'{wide.kind}{2 * x.dtype.itemsize}')
+            wide = np.dtype(f'{x.dtype.kind}{2 * x.dtype.itemsize}')
             big = np.uint64 if x.dtype.kind == 'u' else np.int64  # faster unsigned
             squares = np.square(xk, dtype=wide).sum(axis=0, dtype=big).astype(np.int64)
             var = (count * squares - total * total) / (count.astype(np.float64) ** 2)
@@ -496,8 +498,7 @@ def _median(
         s.sort(axis=0)
         start = np.zeros_like(count)
     lower = (start + np.maximum(count - 1, 0) // 2)[np.newaxis]
-    upper = (start + np.minimum(count // 2, n - 1))[np.newaxis]
-    upper = np.minimum(upper, n - 1)
+    upper = np.minimum(start + count // 2, n - 1)[np.newaxis]
     a = np.take_along_axis(s, lower, axis=0)[0].astype(np.float64)
     b = np.take_along_axis(s, upper, axis=0)[0]
     return np.where(count > 0, (a + b) / 2, np.nan)
@@ -580,6 +581,21 @@ class Frame:
     def contig(self) -> int:
         """Samples stored together in one pixel of one plane."""
         return 1 if self.planar else self.samples
+
+    @property
+    def down(self) -> int:
+        """Strips or tiles down one plane."""
+        return -(-self.height // self.seg_rows)
+
+    @property
+    def across(self) -> int:
+        """Tiles across one plane (1 for strips)."""
+        return -(-self.width // self.seg_width)
+
+    @property
+    def segment_count(self) -> int:
+        """Strips or tiles in the image."""
+        return self.planes * self.down * self.across
 
     @property
     def stored_shape(self) -> tuple[int, ...]:
@@ -689,16 +705,6 @@ def _frame_of(path: str, tif: tifffile.TiffFile, page: Any, pages: int) -> Frame
         raise ImgstackError(path, 'volumetric (3-D) images are not supported')
     if length < 1 or width < 1:
         raise ImgstackError(path, 'the image is empty')
-    segments = separate * -(-length // (page.tilelength if page.is_tiled else
-                                         max(min(page.rowsperstrip, length), 1)))
-    if page.is_tiled:
-        segments *= -(-width // page.tilewidth)
-    if not len(page.dataoffsets) == len(page.databytecounts) == segments:
-        raise ImgstackError(
-            path,
-            f'corrupt header: {len(page.dataoffsets)} strip or tile offsets and '
-            f'{len(page.databytecounts)} byte counts for {segments} strips or tiles',
-        )
     tags = page.tags
     resolution = None
     if 'XResolution' in tags and 'YResolution' in tags:
@@ -715,7 +721,7 @@ def _frame_of(path: str, tif: tifffile.TiffFile, page: Any, pages: int) -> Frame
     jpeg = {}
     if page.compression in (6, 7, 34892, 33007):
         jpeg = {'jpegtables': page.jpegtables, 'jpegheader': page.jpegheader}
-    return Frame(
+    frame = Frame(
         path=path,
         height=length,
         width=width,
@@ -725,7 +731,7 @@ def _frame_of(path: str, tif: tifffile.TiffFile, page: Any, pages: int) -> Frame
         photometric=int(page.photometric),
         extrasamples=tuple(int(e) for e in page.extrasamples),
         byteorder=tif.byteorder,
-        seg_rows=page.tilelength if page.is_tiled else min(page.rowsperstrip, length),
+        seg_rows=page.tilelength if page.is_tiled else max(min(page.rowsperstrip, length), 1),
         seg_width=page.tilewidth if page.is_tiled else width,
         offsets=np.asarray(page.dataoffsets, np.int64),
         bytecounts=np.asarray(page.databytecounts, np.int64),
@@ -739,6 +745,13 @@ def _frame_of(path: str, tif: tifffile.TiffFile, page: Any, pages: int) -> Frame
         compression=int(page.compression) if page.fillorder == 1 else -1,
         predictor=int(page.predictor),
     )
+    if not len(frame.offsets) == len(frame.bytecounts) == frame.segment_count:
+        raise ImgstackError(
+            path,
+            f'corrupt header: {len(frame.offsets)} strip or tile offsets and '
+            f'{len(frame.bytecounts)} byte counts for {frame.segment_count} strips or tiles',
+        )
+    return frame
 
 
 def _check_sizes(frame: Frame, filesize: int) -> None:
@@ -813,24 +826,13 @@ def read_rows(frame: Frame, fd: int, plane: int, r0: int, r1: int, out: np.ndarr
         _read_raw(frame, fd, plane, r0, r1, out)
     else:
         _read_decoded(frame, fd, plane, r0, r1, out)
-    if frame.raw and _swapped(frame):
-        out.byteswap(inplace=True)
-
-
-def _swapped(frame: Frame) -> bool:
-    native = '<' if sys.byteorder == 'little' else '>'
-    return frame.dtype.itemsize > 1 and frame.byteorder != native
-
-
-def _segments_down(frame: Frame) -> int:
-    return -(-frame.height // frame.seg_rows)
 
 
 def _read_raw(frame: Frame, fd: int, plane: int, r0: int, r1: int, out: np.ndarray) -> None:
     rows = frame.seg_rows
     row_bytes = frame.row_bytes
     buffer = out.reshape(-1).view(np.uint8)
-    base = plane * _segments_down(frame)
+    base = plane * frame.down
     r = r0
     while r < r1:
         s = r // rows
@@ -840,35 +842,53 @@ def _read_raw(frame: Frame, fd: int, plane: int, r0: int, r1: int, out: np.ndarr
         if _pread_into(fd, part, offset) != part.nbytes:
             raise ImgstackError(frame.path, f'truncated data in rows {r}-{end - 1}')
         r = end
+    if frame.dtype.itemsize > 1 and frame.byteorder != NATIVE:
+        out.byteswap(inplace=True)
 
 
 def _read_decoded(
     frame: Frame, fd: int, plane: int, r0: int, r1: int, out: np.ndarray
 ) -> None:
-    rows, cols = frame.seg_rows, frame.seg_width
-    across = -(-frame.width // cols)
-    base = plane * _segments_down(frame) * across
-    for s in range(r0 // rows, -(-r1 // rows)):
-        for t in range(across):
-            index = base + s * across + t
-            count = int(frame.bytecounts[index])
-            y0, x0 = s * rows, t * cols
-            a, b = max(r0, y0), min(r1, y0 + rows)
-            w = min(cols, frame.width - x0)
-            target = out[a - r0:b - r0, x0:x0 + w]
-            if count == 0:
-                target[...] = 0
-                continue
-            try:
-                data = _pread(fd, count, int(frame.offsets[index]))
-                segment = frame.decode(data, index, **frame.jpeg)[0]
-                target[...] = segment[0, a - y0:b - y0, :w]
-            except Exception as exc:  # any codec error means corrupt data
-                raise ImgstackError(
-                    frame.path,
-                    f'corrupt data in rows {a}-{b - 1} ({type(exc).__name__}: {exc})',
-                ) from exc
-            del data, segment
+    first = plane * frame.down * frame.across
+    for s in range(r0 // frame.seg_rows, -(-r1 // frame.seg_rows)):
+        for t in range(frame.across):
+            index = first + s * frame.across + t
+            _, y0, x0, h, w = _segment_box(frame, index)
+            a, b = max(r0, y0), min(r1, y0 + h)
+            out[a - r0:b - r0, x0:x0 + w] = _decoded_segment(frame, fd, index)[a - y0:b - y0]
+
+
+def _segment_box(frame: Frame, index: int) -> tuple[int, int, int, int, int]:
+    """Return the plane, first row, first column, rows and columns of a
+    strip or tile (tiles at the edges are cropped to the image)."""
+    plane, rest = divmod(index, frame.down * frame.across)
+    s, t = divmod(rest, frame.across)
+    y0, x0 = s * frame.seg_rows, t * frame.seg_width
+    h, w = min(frame.seg_rows, frame.height - y0), min(frame.seg_width, frame.width - x0)
+    return plane, y0, x0, h, w
+
+
+def _decoded_segment(frame: Frame, fd: int, index: int) -> np.ndarray:
+    """Read and decode one strip or tile, cropped to the image: shape
+    ``(rows, columns, contig)``, native dtype; zeros for an empty one.
+
+    Raises
+    ------
+    ImgstackError
+        The data are corrupt, naming the file and the segment's rows.
+    """
+    _, y0, _, h, w = _segment_box(frame, index)
+    count = int(frame.bytecounts[index])
+    if count == 0:
+        return np.zeros((h, w, frame.contig), frame.dtype)
+    try:
+        data = _pread(fd, count, int(frame.offsets[index]))
+        return frame.decode(data, index, **frame.jpeg)[0][0, :h, :w]
+    except Exception as exc:  # any codec error means corrupt data
+        raise ImgstackError(
+            frame.path,
+            f'corrupt data in rows {y0}-{y0 + h - 1} ({type(exc).__name__}: {exc})',
+        ) from exc
 
 
 def predecode(frame: Frame, path: str, stream: bool = False) -> Frame:
@@ -876,7 +896,7 @@ def predecode(frame: Frame, path: str, stream: bool = False) -> Frame:
 
     Used for files whose strips or tiles are too tall for one band: they
     are decoded one segment at a time, then read band by band from disk.
-    With ``stream`` each strip is decoded in pieces (deflate and LZMA),
+    With ``stream`` each strip is decoded in pieces (deflate, LZMA, LZW),
     for strips too large to decode whole within the budget.  The caller
     creates ``path`` and removes it.
     """
@@ -884,7 +904,7 @@ def predecode(frame: Frame, path: str, stream: bool = False) -> Frame:
     raw = dataclasses.replace(
         frame,
         path=path,
-        byteorder='<' if sys.byteorder == 'little' else '>',
+        byteorder=NATIVE,
         seg_rows=frame.height,
         seg_width=frame.width,
         offsets=np.arange(frame.planes, dtype=np.int64) * plane_bytes,
@@ -910,35 +930,16 @@ def predecode(frame: Frame, path: str, stream: bool = False) -> Frame:
 
 def _predecode_segments(frame: Frame, fd_in: int, fd_out: int, planes: np.ndarray) -> None:
     """Decode every segment of a frame, one at a time, into a raw file."""
-    rows, cols = frame.seg_rows, frame.seg_width
-    across = -(-frame.width // cols)
-    down = _segments_down(frame)
     item = frame.contig * frame.dtype.itemsize
-    for index in range(frame.planes * down * across):
-        plane, rest = divmod(index, down * across)
-        s, t = divmod(rest, across)
-        y0, x0 = s * rows, t * cols
-        h, w = min(rows, frame.height - y0), min(cols, frame.width - x0)
-        count = int(frame.bytecounts[index])
-        if count == 0:
-            segment = np.zeros((h, w, frame.contig), frame.dtype)
-        else:
-            try:
-                data = _pread(fd_in, count, int(frame.offsets[index]))
-                segment = frame.decode(data, index, **frame.jpeg)[0][0, :h, :w]
-                del data
-            except Exception as exc:  # any codec error means corrupt data
-                raise ImgstackError(
-                    frame.path,
-                    f'corrupt data in rows {y0}-{y0 + h - 1} '
-                    f'({type(exc).__name__}: {exc})',
-                ) from exc
+    for index in range(frame.segment_count):
+        plane, y0, x0, h, w = _segment_box(frame, index)
+        segment = _decoded_segment(frame, fd_in, index)
         base = int(planes[plane]) + y0 * frame.row_bytes + x0 * item
         if w == frame.width:
-            _pwrite_all(fd_out, np.ascontiguousarray(segment), base)
+            _pwrite_all(fd_out, segment, base)
         else:
             for j in range(h):
-                _pwrite_all(fd_out, np.ascontiguousarray(segment[j]), base + j * frame.row_bytes)
+                _pwrite_all(fd_out, segment[j], base + j * frame.row_bytes)
         del segment
 
 
@@ -947,9 +948,7 @@ def _stream_strip(
 ) -> None:
     """Decode one strip in pieces into a raw file, undoing the predictor
     block by block of rows as tifffile would for the whole strip."""
-    plane, s = divmod(index, _segments_down(frame))
-    y0 = s * frame.seg_rows
-    height = min(frame.seg_rows, frame.height - y0)
+    plane, y0, _, height, _ = _segment_box(frame, index)
     row_bytes = frame.row_bytes
     block = max(2 * MIB // row_bytes, 1) * row_bytes
     start = int(frame.offsets[index])
@@ -1133,7 +1132,6 @@ def plan_bands(
     *,
     memory: int,
     rows: int,
-    center: str = 'mean',
     alpha: bool = False,
     rejection_map: bool = False,
 ) -> Plan:
@@ -1154,7 +1152,8 @@ def plan_bands(
     and ``WORKERS`` strips or tiles being decoded (decoded and stored
     bytes).  An input whose strips or tiles are taller than the band is
     decoded once into a temporary file instead (one segment in memory at a
-    time), so that no segment is decoded more than once per plane.
+    time, or `STREAM_BYTES` of one where a whole one does not fit), so that
+    no segment is decoded more than once per plane.
 
     Raises
     ------
@@ -1176,7 +1175,7 @@ def plan_bands(
     # decoding beforehand takes a whole strip, or a stream where that does
     # not fit and the codec allows it
     stream = [f.streamable and RESERVE_BYTES + c > memory for f, c in zip(frames, cost)]
-    early = [STREAM_BYTES if s else c for s, c in zip(stream, cost)]
+    early = [STREAM_BYTES if piecewise else c for piecewise, c in zip(stream, cost)]
 
     def needed(b: int) -> tuple[int, int]:
         """Bytes needed with bands of b rows, and the decode transient."""
@@ -1221,7 +1220,7 @@ def plan_bands(
     need, transient = needed(b)
     largest = max((c for c, p in zip(early, predecode) if p), default=0)
     workers = WORKERS if RESERVE_BYTES + WORKERS * largest <= memory else 1
-    streamed = tuple(p and s for p, s in zip(predecode, stream))
+    streamed = tuple(p and piecewise for p, piecewise in zip(predecode, stream))
     return Plan(b, strip_rows, predecode, per_row, fixed, transient, need, workers, streamed)
 
 
@@ -1317,11 +1316,11 @@ def strip_encoder(
     args: dict[str, Any] = {'level': level} if level is not None else {}
     if name == 'packbits':
         args['axis'] = -2  # each row packed on its own
-    unpredict = None if predictor is None else tifffile.TIFF.PREDICTORS[predictor]
+    predict = None if predictor is None else tifffile.TIFF.PREDICTORS[predictor]
 
     def encode(strip: np.ndarray) -> bytes:
-        if unpredict is not None:
-            strip = unpredict(strip, axis=-2)
+        if predict is not None:
+            strip = predict(strip, axis=-2)
         return compressor(strip, **args)
 
     try:
@@ -1445,7 +1444,8 @@ class Reporter:
             f'stacked {stats.frames} frames into {stats.output}: '
             f'{stats.passes} pass{"" if stats.passes == 1 else "es"}, '
             f'{stats.rejected} values rejected '
-            f'({stats.percent:.3f}%), {stats.seconds:.{1 if stats.seconds >= 10 else 2}f} s, {rate:.0f} MB/s'
+            f'({stats.percent:.3f}%), {stats.seconds:.{1 if stats.seconds >= 10 else 2}f} s, '
+            f'{rate:.0f} MB/s'
         )
 
 
@@ -1532,7 +1532,7 @@ def stack_files(
     first = frames[0]
     alpha = first.alpha_index(no_alpha)
     plan = plan_bands(
-        frames, memory=budget, rows=rows, center=center,
+        frames, memory=budget, rows=rows,
         alpha=alpha is not None, rejection_map=bool(rejection_map),
     )
     encode, extra = strip_encoder(codec, first.dtype)
@@ -1853,15 +1853,8 @@ def _strips(
 def _open_rejection_map(path: str, first: Frame, stack: contextlib.ExitStack) -> tuple[int, int]:
     """Write the header of an empty uint16 rejection map; return an open
     descriptor and the offset of its (contiguous) data."""
-    shape = first.stored_shape
-    size = 2 * math.prod(shape)
-    with tifffile.TiffWriter(path, bigtiff=needs_bigtiff(size)) as tw:
-        offset, _ = tw.write(
-            None, shape=shape, dtype=np.uint16, returnoffset=True, metadata=None,
-            photometric='minisblack',
-            planarconfig='separate' if first.planar else 'contig',
-            software=f'imgstack {__version__} rejection map',
-        )
+    with tifffile.TiffWriter(path, bigtiff=needs_bigtiff(2 * math.prod(first.stored_shape))) as tw:
+        offset, _ = tw.write(None, returnoffset=True, **map_args(first))
     fd = os.open(path, os.O_RDWR | BINARY)
     stack.callback(os.close, fd)
     return fd, offset
@@ -1897,14 +1890,23 @@ def compressed_map(
         finally:
             os.close(fd)
 
-    with tifffile.TiffWriter(target, bigtiff=needs_bigtiff(2 * math.prod(first.stored_shape))) as tw:
-        tw.write(
-            strips(), shape=first.stored_shape, dtype=np.uint16, rowsperstrip=strip_rows,
-            photometric='minisblack', planarconfig='separate' if first.planar else 'contig',
-            metadata=None, software=f'imgstack {__version__} rejection map',
-            maxworkers=1, **extra,
-        )
+    bigtiff = needs_bigtiff(2 * math.prod(first.stored_shape))
+    with tifffile.TiffWriter(target, bigtiff=bigtiff) as tw:
+        tw.write(strips(), rowsperstrip=strip_rows, maxworkers=1, **map_args(first), **extra)
     return target
+
+
+def map_args(first: Frame) -> dict[str, Any]:
+    """Return the arguments of ``TiffWriter.write`` for the rejection map:
+    uint16 counts in the layout of the stacked image."""
+    return {
+        'shape': first.stored_shape,
+        'dtype': np.uint16,
+        'photometric': 'minisblack',
+        'planarconfig': 'separate' if first.planar else 'contig',
+        'metadata': None,
+        'software': f'imgstack {__version__} rejection map',
+    }
 
 
 # -- sample frames and the demo ----------------------------------------------

@@ -1,3 +1,12 @@
+#!/usr/bin/env python3
+# /// script
+# requires-python = ">=3.10"
+# dependencies = [
+#     "numpy>=1.24",
+#     "tifffile>=2024.8.10",
+#     "imagecodecs>=2024.6.1",
+# ]
+# ///
 # Copyright 2026 The imgstack developers
 # SPDX-License-Identifier: Apache-2.0
 """Stack aligned TIFF frames into their sigma-clipped average.
@@ -39,7 +48,7 @@ environment, 2 for a usage error, 130 when interrupted with Ctrl-C.
 
 from __future__ import annotations
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'
 
 __all__ = [
     'ImgstackError',
@@ -56,14 +65,20 @@ import argparse
 import concurrent.futures
 import contextlib
 import dataclasses
+import difflib
+import errno
 import glob
+import io
 import logging
 import lzma
 import math
 import os
+import re
+import secrets
+import shutil
 import signal
+import stat
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -74,13 +89,38 @@ from typing import Any
 if __name__ == '__main__':  # Ctrl-C while numpy loads: no traceback
 
     def _interrupted_early(signum: int, frame: Any) -> None:
-        sys.stderr.write('imgstack: interrupted; nothing written\n')
-        os._exit(130)
+        names = {2: 'interrupted', 15: 'terminated', 1: 'hung up'}
+        sys.stderr.write(f'imgstack: {names.get(signum, "interrupted")}; nothing written\n')
+        os._exit(128 + signum)
 
-    signal.signal(signal.SIGINT, _interrupted_early)
+    for _signum in (signal.SIGINT, signal.SIGTERM, getattr(signal, 'SIGHUP', None)):
+        if _signum is not None:
+            signal.signal(_signum, _interrupted_early)
 
-import numpy as np
-import tifffile
+SIGNALS = {
+    signal.SIGINT: 'interrupted',
+    signal.SIGTERM: 'terminated',
+    **({signal.SIGHUP: 'hung up'} if hasattr(signal, 'SIGHUP') else {}),
+}
+"""Signals that end a run cleanly (exit status 128 + signal), and what the
+message says."""
+
+REQUIREMENTS = {'numpy': '1.24', 'tifffile': '2024.8.10', 'imagecodecs': '2024.6.1'}
+"""Run-time dependencies and their minimum versions (as requirements.txt)."""
+
+try:
+    import imagecodecs  # noqa: F401  (tifffile's codecs: LZW, zstd, JPEG, PNG)
+    import numpy as np
+    import tifffile
+except ImportError as _exc:  # one line, even for -h, when a dependency is missing
+    if __name__ != '__main__':
+        raise
+    _missing = [name for name in REQUIREMENTS if _exc.name == name] or [str(_exc.name)]
+    sys.stderr.write(
+        f'imgstack: error: needs {", ".join(_missing)} (install: '
+        f'pip install {" ".join(f"{k}>={v}" for k, v in REQUIREMENTS.items())})\n'
+    )
+    sys.exit(1)
 
 MIB = 1 << 20
 
@@ -112,6 +152,10 @@ at a time, decoded rows written about 2 MiB at a time, and their copies."""
 STREAM_CODECS = {8: 'deflate', 32946: 'deflate', 34925: 'lzma', 5: 'lzw'}
 """Codecs whose strips can be decoded in pieces: deflate and LZMA with the
 standard library, LZW with a slow decoder of our own (`_lzw_pieces`)."""
+
+TABLE_LIMIT = 4096
+"""Inputs with more strips or tiles than this keep no offset tables in
+memory: each band reads the entries it needs from the file."""
 
 MAX_STRIP_ROWS = 64
 """Largest number of rows in one strip of the output."""
@@ -155,30 +199,42 @@ class ImgstackError(Exception):
     def __init__(self, file: str | None, cause: str) -> None:
         self.file = file
         self.cause = cause
-        super().__init__(f'{file}: {cause}' if file else cause)
+        shown = file if file is None or file.isprintable() else repr(file)
+        text = f'{shown}: {cause}' if file else cause
+        if not text.isprintable():  # one line, whatever the names hold
+            text = ''.join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+        super().__init__(text)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, SIGTERM or SIGHUP: the run stops, nothing is written."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 class Interrupts:
-    """The SIGINT handler of the command line.
+    """The handler of SIGINT, SIGTERM and SIGHUP of the command line.
 
-    Ctrl-C raises KeyboardInterrupt as usual, except inside `critical`
-    sections (creating and registering a temporary file, moving outputs
-    into place), where it waits for the end of the section, and after the
-    outputs are in place, where it is ignored: the run is done.
+    A signal raises `Interrupted` (a KeyboardInterrupt), except inside
+    `critical` sections (creating and registering a temporary file, moving
+    outputs into place), where it waits for the end of the section, and
+    after the outputs are in place, where it is ignored: the run is done.
     """
 
     def __init__(self) -> None:
         self.depth = 0
-        self.pending = False
+        self.pending: int | None = None
         self.done = False
 
     def __call__(self, signum: int, frame: Any) -> None:
         if self.done:
             return
         if self.depth:
-            self.pending = True
+            self.pending = signum
             return
-        raise KeyboardInterrupt
+        raise Interrupted(signum)
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:
@@ -188,9 +244,9 @@ class Interrupts:
             yield
         finally:
             self.depth -= 1
-        if not self.depth and self.pending and not self.done:
-            self.pending = False
-            raise KeyboardInterrupt
+        if not self.depth and self.pending is not None and not self.done:
+            signum, self.pending = self.pending, None
+            raise Interrupted(signum)
 
 
 def critical() -> contextlib.AbstractContextManager[None]:
@@ -202,16 +258,112 @@ def critical() -> contextlib.AbstractContextManager[None]:
 # -- the computation ---------------------------------------------------------
 
 
+REJECTIONS = ('sigma', 'mad', 'winsorized', 'linear', 'percentile', 'minmax', 'gesd', 'none')
+"""Rejection methods (``--reject``); section "which rejection?" of README."""
+
+COMBINATIONS = ('mean', 'median', 'min', 'max')
+"""How the kept values of a point are combined (``--combine``)."""
+
+ITERATIVE = frozenset({'sigma', 'mad', 'winsorized', 'linear'})
+"""Methods that repeat passes (``-i N``); the others make one pass."""
+
+MAD_SCALE = 1.482602218505602
+"""1 / Phi^-1(3/4): MAD times this estimates the standard deviation of a
+normal distribution (astropy's ``mad_std``)."""
+
+WINSOR_CLAMP, WINSOR_FACTOR, WINSOR_TOLERANCE = 1.5, 1.134, 0.0005
+"""Winsorized sigma clipping: values are clamped at 1.5 d, the clamped
+spread is scaled by 1.134, until d changes by at most 0.0005 d."""
+
+WINSOR_MAX_ROUNDS = 100
+"""Safety cap of winsorized rounds per pass (they converge in a few)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """How values are rejected and combined (CONTRACT section 6).
+
+    Built once, checked in ``__post_init__``; read by the core.
+    """
+
+    reject: str = 'sigma'
+    combine: str = 'mean'
+    sigma_low: float = 2.5
+    sigma_high: float = 2.5
+    iterations: int = 5
+    center: str = 'mean'
+    percentile: tuple[float, float] = (0.2, 0.1)
+    minmax: tuple[int, int] = (1, 1)
+    gesd: tuple[float, float] = (0.05, 0.3)
+
+    def __post_init__(self) -> None:
+        if self.reject not in REJECTIONS:
+            msg = f'reject must be one of {", ".join(REJECTIONS)}, not {self.reject!r}'
+            raise ValueError(msg)
+        if self.combine not in COMBINATIONS:
+            msg = f'combine must be one of {", ".join(COMBINATIONS)}, not {self.combine!r}'
+            raise ValueError(msg)
+        for name in ('sigma_low', 'sigma_high'):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
+                    or not (math.isfinite(value) and value > 0):
+                msg = f'{name} must be finite and > 0, not {value!r}'
+                raise ValueError(msg)
+        if not _is_int(self.iterations) or self.iterations < 0:
+            msg = f'iterations must be an integer >= 0, not {self.iterations!r}'
+            raise ValueError(msg)
+        if self.center not in ('mean', 'median'):
+            msg = f"center must be 'mean' or 'median', not {self.center!r}"
+            raise ValueError(msg)
+        low, high = _pair(self.percentile, 'percentile')
+        if not (0 <= low < 1 and 0 <= high):
+            msg = f'percentile must be LOW:HIGH with 0 <= LOW < 1 and HIGH >= 0, not {low}:{high}'
+            raise ValueError(msg)
+        low, high = _pair(self.minmax, 'minmax')
+        if not (low == int(low) and high == int(high) and low >= 0 and high >= 0):
+            msg = f'minmax must be LOW:HIGH, two integers >= 0, not {low}:{high}'
+            raise ValueError(msg)
+        alpha, fraction = _pair(self.gesd, 'gesd')
+        if not (0 < alpha < 1 and 0 <= fraction < 1):
+            msg = f'gesd must be ALPHA:FRACTION with 0 < ALPHA < 1 and 0 <= FRACTION < 1, not {alpha}:{fraction}'
+            raise ValueError(msg)
+
+    @property
+    def passes(self) -> int:
+        """The largest number of passes."""
+        if self.reject == 'none':
+            return 0
+        return self.iterations if self.reject in ITERATIVE else 1
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _pair(value: Any, name: str) -> tuple[float, float]:
+    try:
+        low, high = value
+        low, high = float(low), float(high)
+    except (TypeError, ValueError):
+        msg = f'{name} must be a pair of numbers (LOW, HIGH), not {value!r}'
+        raise ValueError(msg) from None
+    if not (math.isfinite(low) and math.isfinite(high)):
+        msg = f'{name} must be finite, not {value!r}'
+        raise ValueError(msg)
+    return low, high
+
+
 def sigma_clipped_mean(
     stack: Any,
     sigma: float = 2.5,
-    iterations: int = 1,
+    iterations: int = 5,
     *,
     sigma_low: float | None = None,
     sigma_high: float | None = None,
     center: str = 'mean',
     valid: Any = None,
-) -> tuple[np.ndarray, int]:
+    return_mask: bool = False,
+) -> tuple[Any, ...]:
     """Return the sigma-clipped mean of a stack along its first axis.
 
     For each point the values ``x`` along the first axis are taken.  A value
@@ -224,13 +376,14 @@ def sigma_clipped_mean(
     ``iterations`` times and stop early after a pass that rejects nothing;
     that pass counts.  The result is the mean of the values kept.  A point
     whose values were all rejected gets the mean of its valid values; a
-    point with no valid value gets 0.  All arithmetic is float64 (exact
-    integer sums for 8- and 16-bit integers).
+    point with no valid value gets 0.  All arithmetic is float64.
 
     This equals ``astropy.stats.sigma_clip(stack, sigma_lower=sigma_low,
     sigma_upper=sigma_high, maxiters=iterations, cenfunc=center,
     stdfunc='std', axis=0).mean(axis=0)`` except where astropy leaves every
-    value masked.
+    value masked, and where a later pass's bounds widen (astropy restores
+    values; here rejection is cumulative).  It is `stack_array` with
+    ``reject='sigma'`` and ``combine='mean'``.
 
     Parameters
     ----------
@@ -247,6 +400,8 @@ def sigma_clipped_mean(
     valid : array_like of bool, optional
         False marks values to ignore (e.g. transparent pixels); broadcast
         to the shape of ``stack``.
+    return_mask : bool
+        Also return the mask of the values kept.
 
     Returns
     -------
@@ -254,6 +409,9 @@ def sigma_clipped_mean(
         Shape ``stack.shape[1:]``.
     rejected : int
         Number of values rejected.
+    kept : ndarray of bool
+        With ``return_mask``: shape ``stack.shape``, True where a value was
+        valid and kept.
 
     Raises
     ------
@@ -261,247 +419,1023 @@ def sigma_clipped_mean(
         A factor that is not finite and > 0, a negative iteration count, an
         unknown center or a stack with no image axis.
     """
+    return stack_array(
+        stack, sigma=sigma, iterations=iterations, sigma_low=sigma_low,
+        sigma_high=sigma_high, center=center, valid=valid, return_mask=return_mask,
+    )
+
+
+def stack_array(
+    stack: Any,
+    *,
+    reject: str = 'sigma',
+    combine: str = 'mean',
+    sigma: float = 2.5,
+    sigma_low: float | None = None,
+    sigma_high: float | None = None,
+    iterations: int = 5,
+    center: str = 'mean',
+    percentile: tuple[float, float] = (0.2, 0.1),
+    minmax: tuple[int, int] = (1, 1),
+    gesd: tuple[float, float] = (0.05, 0.3),
+    valid: Any = None,
+    valid_range: tuple[float | None, float | None] | None = None,
+    normalize: str = 'none',
+    weights: Any = 'none',
+    channel_axis: int | None = None,
+    return_mask: bool = False,
+) -> tuple[Any, ...]:
+    """Stack an in-memory array along its first axis: any rejection, any
+    combination, with normalization and weights (CONTRACT section 6).
+
+    Parameters
+    ----------
+    stack : array_like
+        Values, shape ``(n, ...)``: the first axis is the image index.
+    reject : str
+        One of `REJECTIONS`.
+    combine : str
+        One of `COMBINATIONS`.
+    sigma, sigma_low, sigma_high, iterations, center
+        As in `sigma_clipped_mean` (the factors serve sigma, mad,
+        winsorized and linear; ``center`` serves sigma).
+    percentile : (float, float)
+        LOW and HIGH fractions of the median, for ``reject='percentile'``.
+    minmax : (int, int)
+        Numbers of lowest and highest values dropped, for ``'minmax'``.
+    gesd : (float, float)
+        ALPHA and FRACTION of generalized ESD, for ``'gesd'``.
+    valid : array_like of bool, optional
+        False marks values to ignore; broadcast to the shape of ``stack``.
+    valid_range : (float or None, float or None), optional
+        Values outside ``[low, high]`` are not valid.
+    normalize : {'none', 'additive', 'multiplicative', 'additive-scale'}
+        Per-frame normalization before rejection (see `frame_statistics`).
+    weights : 'none', 'noise' or array_like
+        Per-frame weights of the mean: inverse noise variance with
+        ``'noise'``, or given (shape ``(n,)``, or ``(n, channels)`` with
+        ``channel_axis``).
+    channel_axis : int, optional
+        Axis of ``stack`` that holds channels: statistics per channel.
+    return_mask : bool
+        Also return the mask of the values kept.
+
+    Returns
+    -------
+    result : ndarray of float64
+        Shape ``stack.shape[1:]``.
+    rejected : int
+        Number of values rejected.
+    kept : ndarray of bool
+        With ``return_mask``: True where a value was valid and kept.
+
+    Raises
+    ------
+    ValueError
+        An argument out of range, named in the message.
+    """
     stack = np.asarray(stack)
     if stack.ndim < 1 or stack.shape[0] < 1:
         msg = f'stack must have at least one image, not shape {stack.shape!r}'
         raise ValueError(msg)
-    low = sigma if sigma_low is None else sigma_low
-    high = sigma if sigma_high is None else sigma_high
-    _check_settings(low, high, iterations, center)
+    method = Method(
+        reject=reject, combine=combine,
+        sigma_low=sigma if sigma_low is None else sigma_low,
+        sigma_high=sigma if sigma_high is None else sigma_high,
+        iterations=iterations, center=center, percentile=percentile,
+        minmax=minmax, gesd=gesd,
+    )
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.number)) \
+            or not (math.isfinite(sigma) and sigma > 0):
+        msg = f'sigma must be finite and > 0, not {sigma!r}'
+        raise ValueError(msg)
     n = stack.shape[0]
-    values = stack.reshape(n, -1)
-    if stack.dtype.kind not in 'iuf':
-        values = values.astype(np.float64)
+    if stack.dtype.kind not in 'iuf' or stack.dtype.itemsize > 8:
+        stack = stack.astype(np.float64)
+    if channel_axis is None:
+        moved = stack[..., np.newaxis]
+    else:
+        if not _is_int(channel_axis) or not 1 <= channel_axis < stack.ndim:
+            msg = f'channel_axis must be an axis of stack other than 0, not {channel_axis!r}'
+            raise ValueError(msg)
+        moved = np.moveaxis(stack, channel_axis, -1)
+    channels = moved.shape[-1]
+    values = moved.reshape(n, -1)
     mask = None
     if valid is not None:
-        mask = np.broadcast_to(np.asarray(valid, bool), stack.shape).reshape(n, -1)
-    mean, rejected, _ = clip_points(
-        values, mask, sigma_low=low, sigma_high=high,
-        iterations=iterations, center=center,
-    )
-    return mean.reshape(stack.shape[1:]), int(rejected.sum(dtype=np.int64))
+        ok = np.broadcast_to(np.asarray(valid, bool), stack.shape)
+        ok = ok[..., np.newaxis] if channel_axis is None else np.moveaxis(ok, channel_axis, -1)
+        mask = ok.reshape(n, -1)
+    mask = valid_mask(values, mask, valid_range)
+    factor = offset = None
+    if normalize != 'none' or (isinstance(weights, str) and weights == 'noise'):
+        stats = [
+            frame_statistics(values[i].reshape(-1, channels),
+                             None if mask is None else mask[i].reshape(-1, channels))
+            for i in range(n)
+        ]
+        factor, offset = normalization(stats, normalize)
+        if isinstance(weights, str) and weights == 'noise':
+            weights = noise_weights(stats, factor)
+    w = _frame_weights(weights, n, channels)
+    core = clip_points(values, mask, method, factor=factor, offset=offset,
+                       weights=w, channels=channels, want_mask=return_mask)
+    shape = moved.shape[1:]
+    result = core.result.reshape(shape)
+    if channel_axis is None:
+        result = result[..., 0]
+    else:
+        result = np.moveaxis(result, -1, channel_axis - 1)
+    rejected = int(core.rejected.sum(dtype=np.int64))
+    if not return_mask:
+        return result, rejected
+    kept = core.kept.reshape(moved.shape)
+    kept = kept[..., 0] if channel_axis is None else np.moveaxis(kept, -1, channel_axis)
+    return result, rejected, kept
 
 
-def _check_settings(low: float, high: float, iterations: int, center: str) -> None:
-    for name, value in (('sigma_low', low), ('sigma_high', high)):
-        if not (math.isfinite(value) and value > 0):
-            msg = f'{name} must be finite and > 0, not {value!r}'
+def _frame_weights(weights: Any, n: int, channels: int) -> np.ndarray | None:
+    """Return per-frame weights as float64 ``(n, channels)``, or None."""
+    if isinstance(weights, str):
+        if weights != 'none':
+            msg = f"weights must be 'none', 'noise' or an array of {n} weights, not {weights!r}"
             raise ValueError(msg)
-    if int(iterations) != iterations or iterations < 0:
-        msg = f'iterations must be an integer >= 0, not {iterations!r}'
+        return None
+    w = np.asarray(weights, np.float64)
+    if w.ndim == 1:
+        w = w[:, np.newaxis]
+    try:
+        w = np.broadcast_to(w, (n, channels))
+    except ValueError:
+        msg = f'weights must have shape ({n},) or ({n}, {channels}), not {w.shape}'
+        raise ValueError(msg) from None
+    if not (np.isfinite(w).all() and (w > 0).all()):
+        msg = 'weights must be finite and > 0'
         raise ValueError(msg)
-    if center not in ('mean', 'median'):
-        msg = f"center must be 'mean' or 'median', not {center!r}"
-        raise ValueError(msg)
+    return w
+
+
+def valid_mask(
+    values: np.ndarray, valid: np.ndarray | None,
+    valid_range: tuple[float | None, float | None] | None,
+) -> np.ndarray | None:
+    """Return the validity mask of ``values`` with ``valid_range`` applied
+    (None while every value is valid; NaN is handled by the core)."""
+    if valid_range is None:
+        return valid
+    low, high = valid_range
+    out = None
+    with np.errstate(invalid='ignore'):
+        if low is not None:
+            out = values < low
+        if high is not None:
+            above = values > high
+            out = above if out is None else out | above
+    if out is None:
+        return valid
+    return ~out if valid is None else valid & ~out
+
+
+@dataclasses.dataclass
+class Clipped:
+    """What the core returns for a 2-D array of points ``(n, points)``."""
+
+    result: np.ndarray  # float64 (points,)
+    rejected: np.ndarray  # int64 (points,): values rejected
+    low: np.ndarray  # int64 (points,): of which below
+    passes: int  # passes run (the most over the chunks)
+    kept: np.ndarray | None = None  # bool (n, points) with want_mask
+    frame_low: np.ndarray | None = None  # int64 (n, channels) with want_mask
+    frame_high: np.ndarray | None = None
 
 
 def clip_points(
     values: np.ndarray,
     valid: np.ndarray | None,
+    method: Method,
     *,
-    sigma_low: float,
-    sigma_high: float,
-    iterations: int,
-    center: str,
+    factor: np.ndarray | None = None,
+    offset: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+    channels: int = 1,
+    first_point: int = 0,
+    want_mask: bool = False,
     map_: Callable[..., Iterator[Any]] = map,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Clip the points of a 2-D array ``(n, points)`` (see `sigma_clipped_mean`).
+) -> Clipped:
+    """Reject and combine the points of a 2-D array ``(n, points)``.
 
-    The points are cut into column chunks of `chunk_points` each, clipped
-    independently (a point never depends on another), optionally in
-    parallel through ``map_``.
-
-    Returns
-    -------
-    mean : ndarray of float64, shape ``(points,)``
-    rejected : ndarray of int64, shape ``(points,)``
-        Values rejected at each point.
-    passes : int
-        Passes run (the largest over the chunks).
+    The core of imgstack, shared by every method: the points are cut into
+    column chunks (`chunk_points` each) that are processed independently
+    (a point never depends on another), optionally in parallel through
+    ``map_``.  ``factor``, ``offset`` and ``weights`` are per frame and
+    channel, shape ``(n, channels)``; point ``j`` holds channel
+    ``(first_point + j) % channels``.
     """
     n, npoints = values.shape
-    size = chunk_points(n, values.dtype.itemsize, center)
+    size = chunk_points(n, channels)
     bounds = [(a, min(a + size, npoints)) for a in range(0, npoints, size)]
-    mean = np.empty(npoints, np.float64)
+    result = np.empty(npoints, np.float64)
     rejected = np.empty(npoints, np.int64)
+    low = np.empty(npoints, np.int64)
+    kept = np.empty((n, npoints), bool) if want_mask else None
+    frame_low = np.zeros((n, channels), np.int64) if want_mask else None
+    frame_high = np.zeros((n, channels), np.int64) if want_mask else None
+    lock = threading.Lock()
+
+    def per_point(table: np.ndarray | None, a: int, b: int) -> np.ndarray | None:
+        if table is None:
+            return None
+        index = (first_point + np.arange(a, b)) % channels
+        return table[:, index]
 
     def work(bound: tuple[int, int]) -> int:
         a, b = bound
-        chunk_valid = None if valid is None else valid[:, a:b]
-        m, r, p = _clip_chunk(
-            values[:, a:b], chunk_valid, sigma_low, sigma_high, iterations, center
+        chunk = _Chunk(
+            values[:, a:b], None if valid is None else valid[:, a:b], method,
+            per_point(factor, a, b), per_point(offset, a, b), per_point(weights, a, b),
         )
-        mean[a:b] = m
-        rejected[a:b] = r
-        return p
+        passes = chunk.reject()
+        result[a:b], rejected[a:b], low[a:b] = chunk.combine()
+        if want_mask:
+            k, lo, hi = chunk.kept_in_frame_order()
+            kept[:, a:b] = k
+            index = (first_point + np.arange(a, b)) % channels
+            with lock:
+                for c in range(channels):
+                    sel = index == c
+                    frame_low[:, c] += lo[:, sel].sum(axis=1)
+                    frame_high[:, c] += hi[:, sel].sum(axis=1)
+        return passes
 
     passes = max(map_(work, bounds), default=0)
-    return mean, rejected, passes
+    return Clipped(result, rejected, low, passes, kept, frame_low, frame_high)
 
 
-def chunk_points(n: int, itemsize: int, center: str) -> int:
-    """Return how many points one clipping chunk holds within `CHUNK_BYTES`."""
-    return max(CHUNK_BYTES // (n * scratch_per_value(itemsize, center)), 64)
+def chunk_points(n: int, channels: int = 1) -> int:
+    """Return how many points one chunk holds within `CHUNK_BYTES` of
+    scratch (`SCRATCH_PER_VALUE` bytes per value), a multiple of channels."""
+    size = max(CHUNK_BYTES // (n * SCRATCH_PER_VALUE), 64)
+    return max(size // channels, 1) * channels
 
 
-def scratch_per_value(itemsize: int, center: str) -> int:
-    """Bytes of scratch that clipping needs per value of a chunk, at most.
+SCRATCH_PER_VALUE = 72
+"""Bytes of scratch per value of a chunk: the sorted values (8), their
+transposed copy (8), two prefix sums and their lower halves (4 x 8), the
+frame-order copy with normalization (8), a masked temporary (8) and masks
+(8 x 1)."""
 
-    A float64 copy, its masked copy and a product (3 x 8), two masks and a
-    comparison (3 x 1), a gathered subset of the input (itemsize), and for
-    the median a sorted float64 copy and its temporary (2 x 8).
+
+class _Chunk:
+    """One chunk of points ``(n, c)``: its values sorted once, and the
+    window of kept values of each point.
+
+    Every method but linear rejects from the two ends of a point's sorted
+    values, so its kept values are the rows ``a <= i < b`` of the sorted
+    values (``s``, shifted by the point's median to keep sums exact and
+    short); prefix sums of ``s`` and ``s**2`` give any window's mean and
+    spread in O(1), and the median is an index.  Linear fit may reject
+    inside the window: it keeps a mask of sorted rows instead.
     """
-    return 27 + itemsize + (16 if center == 'median' else 0)
 
-
-def _clip_chunk(
-    v: np.ndarray,
-    valid: np.ndarray | None,
-    low: float,
-    high: float,
-    iterations: int,
-    center: str,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Clip one chunk ``(n, c)``; return mean, rejected counts and passes.
-
-    8- and 16-bit integers stay in their own type: sums are exact int64,
-    and each value is compared with per-point integer bounds (``x < lo``
-    is ``x < ceil(lo)`` for an integer).  Other types are clipped in
-    float64.  Points leave the working set as soon as a pass rejects
-    nothing there: their kept values, and so their result, cannot change.
-    ``kept`` is None while every value is kept.
-    """
-    exact = v.dtype.kind in 'iu' and v.dtype.itemsize <= 2
-    x = v if exact else v.astype(np.float64)
-    # for the median, sort each point's values once: sums do not depend on
-    # the order, and the kept values of a point stay a run of its sorted
-    # values (NaN sorts last), so each pass finds its median by index.
-    # Transparent pixels would break the run: they take the general way.
-    presorted = center == 'median' and valid is None and iterations > 0
-    if presorted:
-        x = np.sort(x, axis=0)
-    kept = valid
-    if v.dtype.kind == 'f':
-        nan = np.isnan(x)
-        if nan.any():
-            kept = ~nan if kept is None else kept & ~nan
-        del nan
-    total, count = _sums(x, kept)
-    with np.errstate(invalid='ignore', divide='ignore'):
-        mean = np.where(count > 0, total / count, 0.0)
-    fallback = mean.copy()  # the mean of the valid values: 0 where none
-    rejected = np.zeros(x.shape[1], np.int64)
-    active = np.arange(x.shape[1])  # the points still in the working set
-    passes = 0
-    for _ in range(iterations):
-        passes += 1
-        lo, hi = _bounds(x, kept, total, count, low, high, center, exact, presorted)
-        out = (x < lo) | (x > hi)
-        if kept is not None:
-            out &= kept
-        changed = np.flatnonzero(out.any(axis=0))
-        if not changed.size:
-            break
-        active, x, out = active[changed], x[:, changed], out[:, changed]
-        removed = out.sum(axis=0)
-        rejected[active] += removed
-        kept = ~out if kept is None else kept[:, changed] & ~out
-        if exact:  # exact: take the rejected values out of the sums
-            total = total[changed] - (x * out).sum(axis=0, dtype=np.int64)
-            count = count[changed] - removed
-        else:  # sum again, in the same order as a fresh sum would
-            total, count = _sums(x, kept)
-        with np.errstate(invalid='ignore', divide='ignore'):
-            mean[active] = np.where(count > 0, total / count, fallback[active])
-    return mean, rejected, passes
-
-
-def _sums(x: np.ndarray, kept: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Return the sum (int64 for integers) and the count of the kept values
-    of each point."""
-    if kept is None:
-        if x.dtype.kind == 'f':
-            return x.sum(axis=0), np.full(x.shape[1], x.shape[0])
-        # 32 bits hold the sum of 65536 values of 16 bits, and add twice as
-        # fast as 64
-        narrow = np.uint32 if x.dtype.kind == 'u' else np.int32
-        if x.shape[0] > 65536:
-            narrow = np.int64
-        total = x.sum(axis=0, dtype=narrow).astype(np.int64)
-        return total, np.full(x.shape[1], x.shape[0])
-    if x.dtype.kind == 'f':  # where, not a product: 0 * inf is NaN
-        return np.where(kept, x, 0.0).sum(axis=0), kept.sum(axis=0)
-    return (x * kept).sum(axis=0, dtype=np.int64), kept.sum(axis=0)
-
-
-def _bounds(
-    x: np.ndarray,
-    kept: np.ndarray | None,
-    total: np.ndarray,
-    count: np.ndarray,
-    low: float,
-    high: float,
-    center: str,
-    exact: bool,
-    presorted: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return the lowest and highest value each point keeps in this pass.
-
-    ``d`` is the standard deviation about the mean with divisor ``k``: from
-    exact integer sums ``(k*sum(x^2) - sum(x)^2) / k^2`` for small
-    integers, otherwise with a second pass over the deviations.  For small
-    integers the bounds are returned as integers of the data's type.
-    """
-    with np.errstate(invalid='ignore', divide='ignore'):
-        mean = total / count
-        if exact:
-            xk = x if kept is None else x * kept
-            # squares of 8/16-bit values fit in 16/32 bits: half the traffic
-            wide = np.dtype(f'{x.dtype.kind}{2 * x.dtype.itemsize}')
-            big = np.uint64 if x.dtype.kind == 'u' else np.int64  # faster unsigned
-            squares = np.square(xk, dtype=wide).sum(axis=0, dtype=big).astype(np.int64)
-            var = (count * squares - total * total) / (count.astype(np.float64) ** 2)
+    def __init__(
+        self, x: np.ndarray, valid: np.ndarray | None, method: Method,
+        factor: np.ndarray | None, offset: np.ndarray | None,
+        weights: np.ndarray | None,
+    ) -> None:
+        self.method = method
+        self.weights = weights
+        n, c = x.shape
+        self.n = n
+        # the values in frame order: native, or float64 normalized
+        if factor is not None:
+            work = x.astype(np.float64)
+            work *= factor
+            work += offset
+        elif x.dtype.kind == 'f' or x.dtype.itemsize > 2:
+            work = x.astype(np.float64)
         else:
-            dev = x - mean
-            if kept is not None:
-                dev = np.where(kept, dev, 0.0)
-            var = np.square(dev, out=dev).sum(axis=0) / count
-        std = np.sqrt(var)
-        mid = mean if center == 'mean' else _median(x, kept, count, presorted)
-        lo, hi = mid - std * low, mid + std * high
-    if not exact:
-        return lo, hi
-    info = np.iinfo(x.dtype)
-    np.clip(np.ceil(lo, out=lo), info.min, info.max, out=lo)
-    np.clip(np.floor(hi, out=hi), info.min, info.max, out=hi)
-    # NaN bounds belong to points with no value kept: nothing to compare
-    with np.errstate(invalid='ignore'):
-        return lo.astype(x.dtype), hi.astype(x.dtype)
+            work = x
+        self.frames = work
+        bad = None
+        if work.dtype.kind == 'f':
+            bad = np.isnan(work)
+            if not bad.any():
+                bad = None
+        if valid is not None:
+            bad = ~valid if bad is None else bad | ~valid
+        self.invalid = bad
+        # sort each point's values, invalid ones last: the transposed copy
+        # sorts along contiguous rows, 2-3x faster than along the frame axis
+        t = np.ascontiguousarray(work.T)
+        if bad is not None:
+            fill = np.nan if t.dtype.kind == 'f' else np.iinfo(t.dtype).max
+            t[bad.T] = fill
+            self.k = n - bad.sum(axis=0)
+        else:
+            self.k = np.full(c, n, np.int64)
+        t.sort(axis=1)
+        self.sorted_native = t  # (c, n): each point's values, sorted
+        rows = np.arange(n)[:, np.newaxis]
+        inside = rows < self.k
+        self.inside = None if bad is None else inside
+        # shifted by the median of the valid values: exact for small
+        # integers, and short sums (little cancellation) for floats
+        mid = np.take_along_axis(t, np.maximum((self.k - 1) // 2, 0)[:, np.newaxis], 1)[:, 0]
+        self.shift = np.where(self.k > 0, mid, 0).astype(np.float64)
+        s = t.T.astype(np.float64)
+        s -= self.shift
+        if bad is not None:
+            s[~inside] = np.nan
+        self.s = s
+        self.exact = x.dtype.kind in 'iu' and x.dtype.itemsize <= 2 and factor is None
+        z = s if bad is None else np.where(inside, s, 0.0)
+        self.up1, self.lo1 = self._prefix(z, rows)
+        self.up2, self.lo2 = self._prefix(np.square(z), rows)
+        self.a = np.zeros(c, np.int64)
+        self.b = self.k.copy()
+        self.keep: np.ndarray | None = None  # sorted rows kept (linear only)
+        self.low_rows: np.ndarray | None = None  # sorted rows rejected low (linear)
+
+    def _prefix(self, z: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Prefix sums of z along the rows, anchored at the median row for
+        floats: ``sum(z[a:b]) = up[b] - up[a] + lo[a] - lo[b]`` where ``up``
+        sums rows from the median up and ``lo`` rows below it downwards, so
+        that a window's sum never subtracts values outside it."""
+        n, c = z.shape
+        up = np.zeros((n + 1, c))
+        if self.exact:
+            _cumsum_rows(z, up)
+            return up, None
+        m = np.maximum((self.k - 1) // 2, 0)
+        upper = rows >= m
+        _cumsum_rows(np.where(upper, z, 0.0), up)
+        lo = np.zeros((n + 1, c))
+        below = np.where(upper, 0.0, z)
+        for i in range(n - 1, -1, -1):
+            np.add(lo[i + 1], below[i], out=lo[i])
+        return up, lo
+
+    def window_sum(self, up: np.ndarray, lo: np.ndarray | None, a: np.ndarray, b: np.ndarray,
+                   idx: np.ndarray) -> np.ndarray:
+        """Sum of rows a..b-1 of the points idx."""
+        total = up[b, idx] - up[a, idx]
+        if lo is not None:
+            total += lo[a, idx] - lo[b, idx]
+        return total
+
+    def stats(self, a: np.ndarray, b: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Count, mean and variance (divisor count) of windows; NaN where empty."""
+        count = b - a
+        total = self.window_sum(self.up1, self.lo1, a, b, idx)
+        squares = self.window_sum(self.up2, self.lo2, a, b, idx)
+        with np.errstate(invalid='ignore', divide='ignore'):
+            # exact for small integers: one rounding, in the division
+            var = np.maximum(count * squares - total * total, 0.0) / (count * count)
+            return count, total / count, var
+
+    def at(self, row: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """The sorted (shifted) value at ``row`` of the points idx."""
+        return self.s[np.clip(row, 0, self.n - 1), idx]
+
+    def median(self, a: np.ndarray, b: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Median of the windows (mean of the two middle values)."""
+        count = b - a
+        lo = self.at(a + np.maximum(count - 1, 0) // 2, idx)
+        hi = self.at(a + count // 2, idx)
+        with np.errstate(invalid='ignore'):
+            return np.where(count > 0, (lo + hi) / 2, np.nan)
+
+    def count_below(self, bound: np.ndarray, idx: np.ndarray, inclusive: bool) -> np.ndarray:
+        """Number of valid values < bound (<= with inclusive) of points idx."""
+        s = self.s if idx.size == self.s.shape[1] else self.s[:, idx]
+        with np.errstate(invalid='ignore'):
+            hits = (s <= bound) if inclusive else (s < bound)
+        return hits.sum(axis=0, dtype=np.int64)
+
+    def move(self, idx: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Window ends after rejecting values < lo and > hi (cumulative;
+        a NaN bound rejects nothing on its side)."""
+        a, b = self.a[idx], self.b[idx]
+        na = np.maximum(a, self.count_below(lo, idx, False))
+        nb = np.minimum(b, self.count_below(hi, idx, True))
+        na = np.where(np.isnan(lo), a, na)
+        nb = np.where(np.isnan(hi), b, nb)
+        return na, np.maximum(nb, na)
+
+    # -- passes ---------------------------------------------------------------
+
+    def reject(self) -> int:
+        """Run the method's passes; return the number run."""
+        method = self.method
+        step = _STEPS[method.reject]
+        idx = np.flatnonzero(self.k > 0)
+        passes = 0
+        for _ in range(method.passes):
+            if not idx.size:
+                break
+            passes += 1
+            changed = step(self, idx)
+            if method.reject not in ITERATIVE:
+                break
+            idx = idx[changed]
+        return passes
+
+    def _sigma(self, idx: np.ndarray) -> np.ndarray:
+        a, b = self.a[idx], self.b[idx]
+        _, mean, var = self.stats(a, b, idx)
+        d = np.sqrt(var)
+        c = mean if self.method.center == 'mean' else self.median(a, b, idx)
+        return self._apply(idx, c, d)
+
+    def _apply(self, idx: np.ndarray, c: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """The sigma test ``c - L d <= x <= c + H d``; return where it moved."""
+        m = self.method
+        na, nb = self.move(idx, c - m.sigma_low * d, c + m.sigma_high * d)
+        changed = (na != self.a[idx]) | (nb != self.b[idx])
+        self.a[idx], self.b[idx] = na, nb
+        return changed
+
+    def _mad(self, idx: np.ndarray) -> np.ndarray:
+        a, b = self.a[idx], self.b[idx]
+        c = self.median(a, b, idx)
+        return self._apply(idx, c, MAD_SCALE * self.mad(a, b, c, idx))
+
+    def mad(self, a: np.ndarray, b: np.ndarray, c: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Median absolute deviation from c of the windows: the distances
+        are two sorted runs (below and above c), merged by binary search."""
+        count = b - a
+        p = np.clip(self.count_below(c, idx, False), a, b)
+        first = self._kth_distance((count - 1) // 2, a, b, p, c, idx)
+        second = self._kth_distance(count // 2, a, b, p, c, idx)
+        return np.where(count > 0, (first + second) / 2, np.nan)
+
+    def _kth_distance(self, q: np.ndarray, a: np.ndarray, b: np.ndarray, p: np.ndarray,
+                      c: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """The q-th smallest (0-based) |x - c| over rows a..b-1, where rows
+        below p are < c: left[j] = c - s[p-1-j], right[j] = s[p+j] - c."""
+        nl, nr = p - a, b - p
+        lo = np.maximum(0, q + 1 - nr)
+        hi = np.minimum(q + 1, nl)
+        inf = np.inf
+
+        def left(j: np.ndarray) -> np.ndarray:
+            return np.where((j >= 0) & (j < nl), c - self.at(p - 1 - j, idx), np.where(j < 0, -inf, inf))
+
+        def right(j: np.ndarray) -> np.ndarray:
+            return np.where((j >= 0) & (j < nr), self.at(p + j, idx) - c, np.where(j < 0, -inf, inf))
+
+        # t: how many of the q+1 smallest come from the left run
+        while True:
+            open_ = lo < hi
+            if not open_.any():
+                break
+            t = (lo + hi) // 2
+            more = left(t) < right(q - t)
+            lo = np.where(open_ & more, t + 1, lo)
+            hi = np.where(open_ & ~more, t, hi)
+        t = lo
+        return np.maximum(left(t - 1), right(q - t))
+
+    def _winsorized(self, idx: np.ndarray) -> np.ndarray:
+        a, b = self.a[idx], self.b[idx]
+        count, _, var = self.stats(a, b, idx)
+        c = self.median(a, b, idx)
+        d = np.sqrt(var)
+        todo = np.flatnonzero(count > 0)
+        for _ in range(WINSOR_MAX_ROUNDS):
+            if not todo.size:
+                break
+            i = idx[todo]
+            aa, bb, cc, dd = a[todo], b[todo], c[todo], d[todo]
+            lo, hi = cc - WINSOR_CLAMP * dd, cc + WINSOR_CLAMP * dd
+            # clamped copy: rows a..ia-1 become lo, rows ib..b-1 become hi
+            ia = np.clip(self.count_below(lo, i, False), aa, bb)
+            ib = np.clip(self.count_below(hi, i, True), ia, bb)
+            n_lo, n_hi, cnt = ia - aa, bb - ib, bb - aa
+            total = self.window_sum(self.up1, self.lo1, ia, ib, i) + n_lo * lo + n_hi * hi
+            second = (self.window_sum(self.up2, self.lo2, ia, ib, i)
+                      + n_lo * lo * lo + n_hi * hi * hi)
+            with np.errstate(invalid='ignore', divide='ignore'):
+                mean = total / cnt
+                new = WINSOR_FACTOR * np.sqrt(np.maximum(second / cnt - mean * mean, 0.0))
+            done = ~(np.abs(new - dd) > WINSOR_TOLERANCE * new)
+            d[todo] = new
+            todo = todo[~done]
+        return self._apply(idx, c, d)
+
+    def _linear(self, idx: np.ndarray) -> np.ndarray:
+        if self.keep is None:
+            self.keep = np.arange(self.n)[:, np.newaxis] < self.k
+            self.low_rows = np.zeros_like(self.keep)
+        keep = self.keep[:, idx]
+        s = self.s[:, idx]
+        y = np.where(keep, s, 0.0)
+        r = np.cumsum(keep, axis=0, dtype=np.float64)
+        r[~keep] = 0.0
+        count = keep.sum(axis=0)
+        with np.errstate(invalid='ignore', divide='ignore'):
+            mr, my = r.sum(axis=0) / count, y.sum(axis=0) / count
+            srr = (r * r).sum(axis=0) / count - mr * mr
+            sry = (r * y).sum(axis=0) / count - mr * my
+            slope = np.where(srr > 0, sry / srr, 0.0)
+            res = np.where(keep, y - (my + slope * (r - mr)), 0.0)
+            d = np.abs(res).sum(axis=0) / count
+            m = self.method
+            low = keep & (res < -m.sigma_low * d)
+            out = low | (keep & (res > m.sigma_high * d))
+        self.keep[:, idx] = keep & ~out
+        self.low_rows[:, idx] |= low
+        kept_rows = self.keep[:, idx]
+        any_kept = kept_rows.any(axis=0)
+        self.a[idx] = np.where(any_kept, kept_rows.argmax(axis=0), self.k[idx])
+        self.b[idx] = np.where(any_kept, self.n - kept_rows[::-1].argmax(axis=0), self.k[idx])
+        return out.any(axis=0)
+
+    def _percentile(self, idx: np.ndarray) -> np.ndarray:
+        low, high = self.method.percentile
+        a, b = self.a[idx], self.b[idx]
+        m = self.median(a, b, idx) + self.shift[idx]  # in the values' own units
+        lo, hi = m - low * m - self.shift[idx], m + high * m - self.shift[idx]
+        na, nb = self.move(idx, lo, hi)
+        self.a[idx], self.b[idx] = na, nb
+        return (na != a) | (nb != b)
+
+    def _minmax(self, idx: np.ndarray) -> np.ndarray:
+        low, high = self.method.minmax
+        k = self.k[idx]
+        na = np.minimum(int(low), k)
+        nb = np.maximum(k - int(high), na)
+        changed = (na != self.a[idx]) | (nb != self.b[idx])
+        self.a[idx], self.b[idx] = na, nb
+        return changed
+
+    def _gesd(self, idx: np.ndarray) -> np.ndarray:
+        alpha, fraction = self.method.gesd
+        k = self.k[idx]
+        a, b = self.a[idx].copy(), self.b[idx].copy()
+        limit = np.minimum(np.floor(fraction * k).astype(np.int64), np.maximum(k - 2, 0))
+        lam = gesd_critical(self.n, alpha)
+        best_a, best_b = a.copy(), b.copy()
+        for j in range(1, int(limit.max(initial=0)) + 1):
+            live = limit >= j
+            if not live.any():
+                break
+            count, mean, var = self.stats(a, b, idx)
+            with np.errstate(invalid='ignore', divide='ignore'):
+                sd = np.sqrt(var * count / (count - 1))
+                below = mean - self.at(a, idx)
+                above = self.at(b - 1, idx) - mean
+                take_low = below > above
+                r = np.maximum(below, above) / sd
+                outlier = live & (r > lam[np.clip(count, 0, self.n)])
+            a = np.where(live & take_low, a + 1, a)
+            b = np.where(live & ~take_low, b - 1, b)
+            best_a = np.where(outlier, a, best_a)
+            best_b = np.where(outlier, b, best_b)
+        changed = (best_a != self.a[idx]) | (best_b != self.b[idx])
+        self.a[idx], self.b[idx] = best_a, best_b
+        return changed
+
+    def _none(self, idx: np.ndarray) -> np.ndarray:
+        return np.zeros(idx.size, bool)
+
+    # -- the result -----------------------------------------------------------
+
+    def combine(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return the combined values (float64), the values rejected and
+        the values rejected low, per point."""
+        n, k, a, b = self.n, self.k, self.a, self.b
+        rows = np.arange(n)[:, np.newaxis]
+        empty = a >= b
+        if self.keep is not None:
+            keep = self.keep
+            count = keep.sum(axis=0)
+            low = self.low_rows.sum(axis=0)
+        else:
+            keep = None
+            count = b - a
+            low = np.where(empty, np.minimum(a, k), a)
+        rejected = np.where(empty, k, k - count)
+        combine = self.method.combine
+        if self.weights is not None and combine == 'mean':
+            kept, _, _ = self.kept_in_frame_order()
+            fallback = ~self.invalid if self.invalid is not None else np.ones_like(kept)
+            use = np.where(empty, fallback, kept)
+            values = np.where(use, self.frames, 0)
+            w = np.where(use, self.weights, 0.0)
+            with np.errstate(invalid='ignore', divide='ignore'):
+                result = (w * values).sum(axis=0) / w.sum(axis=0)
+            return np.where(k > 0, result, 0.0), rejected, low
+        mean = None
+        if combine == 'mean' or empty.any():
+            window = (rows >= a) & (rows < b) if keep is None else keep
+            window = np.where(empty, rows < k, window)
+            with np.errstate(invalid='ignore', divide='ignore'):
+                total = np.where(window, self.s, 0.0).sum(axis=0)
+                mean = total / window.sum(axis=0) + self.shift
+        if combine == 'mean':
+            result = mean
+        else:
+            if keep is not None:  # rows of the kept values, in order
+                order = np.cumsum(keep, axis=0) - 1
+                def nth(j: np.ndarray) -> np.ndarray:
+                    return (keep & (order == j)).argmax(axis=0)
+            else:
+                def nth(j: np.ndarray) -> np.ndarray:
+                    return a + j
+            at = np.arange(a.size)
+            if combine == 'median':
+                lo = self.s[np.clip(nth(np.maximum(count - 1, 0) // 2), 0, n - 1), at]
+                hi = self.s[np.clip(nth(count // 2), 0, n - 1), at]
+                result = (lo + hi) / 2 + self.shift
+            elif combine == 'min':
+                result = self.s[np.clip(nth(np.zeros_like(count)), 0, n - 1), at] + self.shift
+            else:
+                result = self.s[np.clip(nth(np.maximum(count - 1, 0)), 0, n - 1), at] + self.shift
+            if mean is not None:
+                result = np.where(empty, mean, result)
+        return np.where(k > 0, result, 0.0), rejected, low
+
+    def kept_in_frame_order(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return masks ``(n, c)`` in frame order: kept, rejected low,
+        rejected high.
+
+        The sort is stable, so among equal values the earlier frame sorts
+        first; a value's place in the sort is the number of values below it
+        plus the equal values of earlier frames.
+        """
+        x = self.frames
+        n, c = x.shape
+        valid = np.ones((n, c), bool) if self.invalid is None else ~self.invalid
+        if self.keep is not None:  # linear may reject inside the window
+            order = np.argsort(self.sorted_native, axis=1, kind='stable')
+            kept = np.zeros((c, n), bool)
+            low = np.zeros((c, n), bool)
+            np.put_along_axis(kept, order, self.keep.T, axis=1)
+            np.put_along_axis(low, order, self.low_rows.T, axis=1)
+            kept, low = kept.T & valid, low.T & valid
+            return kept, low, valid & ~kept & ~low
+        before_a = self._before(self.a, valid)
+        before_b = self._before(self.b, valid)
+        return before_b & ~before_a, before_a, valid & ~before_b
+
+    def _before(self, bound: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Mask of the valid values whose place in the sort is < bound."""
+        x = self.frames
+        at = np.arange(x.shape[1])
+        edge = self.sorted_native[at, np.minimum(bound, self.n - 1)]
+        if x.dtype.kind == 'f':
+            edge = np.where(bound < self.k, edge, np.inf)
+            with np.errstate(invalid='ignore'):
+                less = valid & (x < edge)
+                equal = valid & (x == edge)
+        else:
+            top = bound >= self.k
+            less = valid & ((x < edge) | top)
+            equal = valid & (x == edge) & ~top
+        rank = np.cumsum(equal, axis=0) - 1
+        return less | (equal & (rank < bound - less.sum(axis=0)))
 
 
-def _median(
-    x: np.ndarray, kept: np.ndarray | None, count: np.ndarray, presorted: bool = False
-) -> np.ndarray:
-    """Return the median of the kept values of each point (NaN where none).
+def _cumsum_rows(z: np.ndarray, out: np.ndarray) -> None:
+    """out[i+1] = out[i] + z[i]: row by row (numpy's cumsum along the first
+    axis of a wide array is several times slower)."""
+    for i in range(z.shape[0]):
+        np.add(out[i], z[i], out=out[i + 1])
 
-    With ``presorted`` the columns of ``x`` are sorted and the kept values
-    of each point are a run of them, starting at its first kept value.
+
+_STEPS: dict[str, Callable[[_Chunk, np.ndarray], np.ndarray]] = {
+    'sigma': _Chunk._sigma,
+    'mad': _Chunk._mad,
+    'winsorized': _Chunk._winsorized,
+    'linear': _Chunk._linear,
+    'percentile': _Chunk._percentile,
+    'minmax': _Chunk._minmax,
+    'gesd': _Chunk._gesd,
+    'none': _Chunk._none,
+}
+"""One small function per ``--reject`` name: it moves the kept window of
+the points ``idx`` (one pass) and returns where it moved."""
+
+
+def t_quantile(p: float, df: float) -> float:
+    """Quantile (inverse CDF) of Student's t distribution.
+
+    Parameters
+    ----------
+    p : float
+        Probability, ``0 < p < 1``.  For ``p < 0.5`` the result is
+        ``-t_quantile(1 - p, df)`` (computed without rounding ``1 - p``).
+    df : float
+        Degrees of freedom, a real number ``>= 1`` (``math.inf`` gives the
+        standard normal quantile).
+
+    Returns
+    -------
+    float
+        ``t`` such that ``P(T <= t) = p`` for ``T ~ t(df)``.  Overflows to
+        ``inf`` only in the far tails of ``df`` close to 1.
+
+    Raises
+    ------
+    ValueError
+        If ``p`` is not in ``(0, 1)`` or ``df`` is not ``>= 1``.
+
+    Notes
+    -----
+    With the upper tail probability ``q = min(p, 1 - p)`` and the two-tailed
+    probability ``P = 2 q``, as in the reference:
+
+    * ``df == 1`` (Cauchy) and ``df == 2`` use the exact closed forms
+      ``t = cot(pi q)`` and ``t = (1 - 2 q) / sqrt(2 q (1 - q))``.
+    * Otherwise Hill's algorithm gives a first estimate: an asymptotic
+      expansion about the normal deviate ``z(q)``, or for small ``P`` an
+      expansion of the tail.  ``z(q)`` comes from a rational start
+      (Abramowitz and Stegun 26.2.23) and two Halley steps on ``math.erfc``
+      (relative error about 1e-16).
+    * For ``df < 100`` (and ``df < 3000`` when ``q < 1e-12``), where the
+      expansion alone is good to only about 1e-5 (2e-2 for ``df`` between 1
+      and 2), Newton steps refine the estimate until one changes it by less
+      than 1e-8: one or two steps, up to four for ``df < 2``.  They solve
+      ``P(T > t) = q`` on a log scale in the tail and
+      ``P(0 < T < t) = 1/2 - q`` near the centre.
+      ``P(T > t) = I_x(df/2, 1/2) / 2`` with ``x = df / (df + t**2)``, the
+      regularized incomplete beta function, evaluated with its continued
+      fraction by the modified Lentz method.  Elsewhere the expansion alone is
+      good to about 1e-8, and ``df > 1e20`` gives the normal quantile.
+
+    Measured relative error: at most 1e-10 for ``1 <= df <= 10000`` and
+    ``1 - p >= 1e-8`` (against ``scipy.stats.t.ppf``), and about 1e-13 with
+    refinement.  A call takes 2 to 17 microseconds.
+
+    References
+    ----------
+    G. W. Hill, "Algorithm 396: Student's t-quantiles", Communications of the
+    ACM 13(10), 619-620 (1970).
+
+    Examples
+    --------
+    >>> round(t_quantile(0.975, 10), 6)
+    2.228139
+    >>> t_quantile(0.75, 1)
+    1.0
     """
-    n = x.shape[0]
-    if kept is None:
-        s = x if presorted else np.sort(x, axis=0)
-        return (s[(n - 1) // 2].astype(np.float64) + s[n // 2]) / 2
-    if presorted:
-        s, start = x, kept.argmax(axis=0)
+    p = float(p)
+    df = float(df)
+    if not 0.0 < p < 1.0:
+        raise ValueError(f'p must be between 0 and 1 (exclusive), got {p!r}')
+    if not df >= 1.0:
+        raise ValueError(f'df must be a number >= 1, got {df!r}')
+    if p == 0.5:
+        return 0.0
+    # q = upper tail probability, exact for both halves (Sterbenz).
+    sign = 1.0 if p > 0.5 else -1.0
+    q = 1.0 - p if p > 0.5 else p
+
+    if df == 1.0:  # Cauchy: t = cot(pi q) = tan(pi (1/2 - q))
+        if q == 0.25:
+            return sign  # math.tan(math.pi / 4) is 1 - 2**-53
+        if q < 0.25:
+            return sign / math.tan(math.pi * q)
+        return sign * math.tan(math.pi * (0.5 - q))
+    if df == 2.0:
+        return sign * (1.0 - 2.0 * q) / math.sqrt(2.0 * q * (1.0 - q))
+
+    def normal_upper(q: float) -> float:
+        """z with P(Z > z) = q for 0 < q < 0.5 (standard normal Z)."""
+        s = math.sqrt(-2.0 * math.log(q))
+        z = s - (2.515517 + (0.802853 + 0.010328 * s) * s) / (
+            1.0 + (1.432788 + (0.189269 + 0.001308 * s) * s) * s
+        )
+        for _ in range(2):  # Halley steps
+            if q > 0.25:  # erf keeps the residual's relative accuracy
+                residual = (0.5 - q) - 0.5 * math.erf(z / math.sqrt(2.0))
+            else:
+                residual = 0.5 * math.erfc(z / math.sqrt(2.0)) - q
+            # residual / density without overflow: density = exp(-z*z/2)/sqrt(2 pi)
+            u = residual / q * math.sqrt(2.0 * math.pi) * math.exp(
+                math.log(q) + 0.5 * z * z
+            )
+            z += u / (1.0 - 0.5 * z * u)
+        return z
+
+    if df > 1e20:  # t = z * (1 + (z*z + 1) / (4 df) + ...) with z < 40
+        return sign * normal_upper(q)
+
+    # Hill (1970), Algorithm 396, with P = 2 q.
+    n = df
+    big_p = 2.0 * q
+    a = 1.0 / (n - 0.5)
+    b = 48.0 / (a * a)
+    c = ((20700.0 * a / b - 98.0) * a - 16.0) * a + 96.36
+    d = ((94.5 / (b + c) - 3.0) / b + 1.0) * math.sqrt(a * math.pi / 2.0) * n
+    log_y = 2.0 / n * math.log(d * big_p)
+    if (n < 2.1 and big_p > 0.5) or log_y > math.log(0.05 + a):
+        # Asymptotic expansion about the normal deviate (lower tail, x < 0);
+        # the df < 2.1 clause is R's (qt.c) addition to the published test.
+        x = -normal_upper(q)
+        y = x * x
+        if n < 5.0:
+            c += 0.3 * (n - 4.5) * (x + 0.6)
+        c = (((0.05 * d * x - 5.0) * x - 7.0) * x - 2.0) * x + b + c
+        y = (((((0.4 * y + 6.3) * y + 36.0) * y + 94.5) / c - y - 3.0) / b + 1.0) * x
+        t = math.sqrt(n * math.expm1(a * y * y))
+    elif log_y < math.log(2.2e-16):
+        # Far tail: only the leading term t = sqrt(n / y) matters here.
+        log_t = 0.5 * (math.log(n) - log_y)
+        t = math.exp(log_t) if log_t < 709.78 else math.inf
     else:
-        s = np.where(kept, x, np.nan)  # float64: dropped values sort last
-        s.sort(axis=0)
-        start = np.zeros_like(count)
-    lower = (start + np.maximum(count - 1, 0) // 2)[np.newaxis]
-    upper = np.minimum(start + count // 2, n - 1)[np.newaxis]
-    a = np.take_along_axis(s, lower, axis=0)[0].astype(np.float64)
-    b = np.take_along_axis(s, upper, axis=0)[0]
-    return np.where(count > 0, (a + b) / 2, np.nan)
+        # Tail expansion for small P.
+        y = math.exp(log_y)
+        y = (
+            (1.0 / (((n + 6.0) / (n * y) - 0.089 * d - 0.822) * (n + 2.0) * 3.0)
+             + 0.5 / (n + 4.0)) * y - 1.0
+        ) * (n + 1.0) / (n + 2.0) + 1.0 / y
+        t = math.sqrt(n * y)
+
+    if not (n < 100.0 or (n < 3000.0 and q < 1e-12)) or not 0.0 < t < math.inf:
+        return sign * t  # Hill alone is good to 1e-8 here (or t overflowed)
+
+    def betacf(alpha: float, beta: float, x: float) -> float:
+        """Continued fraction of I_x(alpha, beta) (modified Lentz method).
+
+        I_x = x**alpha (1-x)**beta / (alpha B(alpha, beta)) * betacf(...),
+        converging fast for x < (alpha + 1) / (alpha + beta + 2).
+        """
+        tiny = 1e-300
+        lentz_c = 1.0
+        lentz_d = 1.0 - (alpha + beta) * x / (alpha + 1.0)
+        lentz_d = 1.0 / (lentz_d if abs(lentz_d) > tiny else tiny)
+        value = lentz_d
+        for m in range(1, 300):
+            m2 = 2 * m
+            for term in (
+                m * (beta - m) * x / ((alpha + m2 - 1.0) * (alpha + m2)),
+                -(alpha + m) * (alpha + beta + m) * x
+                / ((alpha + m2) * (alpha + m2 + 1.0)),
+            ):
+                lentz_d = 1.0 + term * lentz_d
+                lentz_d = 1.0 / (lentz_d if abs(lentz_d) > tiny else tiny)
+                lentz_c = 1.0 + term / lentz_c
+                lentz_c = lentz_c if abs(lentz_c) > tiny else tiny
+                value *= lentz_d * lentz_c
+            if abs(lentz_d * lentz_c - 1.0) < 1e-15:
+                break
+        return value
+
+    half = 0.5 * n
+    log_beta = math.lgamma(half) + math.lgamma(0.5) - math.lgamma(half + 0.5)
+
+    def newton_step(t: float) -> float:
+        """Newton step for P(T > t) = q at t > 0."""
+        # x = n / (n + t*t) and 1 - x on a log scale, safe for t near 0 or 1e300
+        r = t / math.sqrt(n)
+        if r > 1.0:
+            log_1mx = -math.log1p(1.0 / (r * r))
+            log_x = -2.0 * math.log(r) + log_1mx
+        else:
+            log_x = -math.log1p(r * r)
+            log_1mx = 2.0 * math.log(r) + log_x
+        x = math.exp(log_x)
+        # front = x**(n/2) (1-x)**(1/2) / B(n/2, 1/2) = t * density(t)
+        log_front = half * log_x + 0.5 * log_1mx - log_beta
+        if x < (half + 1.0) / (half + 2.5):
+            # Tail: P(T > t) = front * h / n, on a log scale.
+            h = betacf(half, 0.5, x)
+            return (log_front + math.log(h / n) - math.log(q)) * t * h / n
+        # Centre: P(0 < T < t) = front * h, against 0.5 - q (exact).
+        front = math.exp(log_front)
+        return ((0.5 - q) - front * betacf(0.5, half, math.exp(log_1mx))) * t / front
+
+    for _ in range(8):
+        step = newton_step(t)
+        t = max(t + step, 0.5 * t)
+        if abs(step) <= 1e-8 * t:
+            break
+    return sign * t
+
+
+def gesd_critical(n: int, alpha: float) -> np.ndarray:
+    """Return Rosner's critical values lambda by the number of values left
+    before a removal (``cnt = k - j + 1``), for cnt = 0..n (inf below 3):
+    ``(cnt-1) t / sqrt((cnt-2+t^2) cnt)``, t the Student-t quantile at
+    ``1 - alpha / (2 cnt)`` with ``cnt - 2`` degrees of freedom."""
+    lam = np.full(n + 1, np.inf)
+    for cnt in range(3, n + 1):
+        t = t_quantile(1 - alpha / (2 * cnt), cnt - 2)
+        lam[cnt] = (cnt - 1) * t / math.sqrt((cnt - 2 + t * t) * cnt)
+    return lam
+
+
+@dataclasses.dataclass
+class FrameStats:
+    """Statistics of one frame, per channel (float64 arrays)."""
+
+    location: np.ndarray  # median of the valid values
+    scale: np.ndarray  # MAD_SCALE * MAD of the valid values
+    noise: np.ndarray  # MAD_SCALE * MAD of neighbour differences / sqrt(2)
+    count: np.ndarray  # valid values in the sample
+
+
+def frame_statistics(sample: np.ndarray, valid: np.ndarray | None = None) -> FrameStats:
+    """Return the location, scale and noise of a sample of one frame.
+
+    Parameters
+    ----------
+    sample : ndarray
+        Shape ``(..., channels)``: rows of the frame (``(rows, width,
+        channels)``), or any run of values whose neighbours along the
+        second-to-last axis are neighbouring pixels.
+    valid : ndarray of bool, optional
+        False marks values that are not valid (NaN never is).
+
+    The location is the median; the scale the MAD times `MAD_SCALE` (robust
+    to stars and outliers, exact for Gaussian noise); the noise the same
+    estimate on differences of horizontal neighbours divided by sqrt(2),
+    which ignores stars, gradients and the sky level.
+    """
+    x = np.asarray(sample, np.float64)
+    channels = x.shape[-1]
+    ok = ~np.isnan(x)
+    if valid is not None:
+        ok &= np.asarray(valid, bool)
+    location, scale, noise, count = (np.full(channels, np.nan) for _ in range(4))
+    for ch in range(channels):
+        v = x[..., ch][ok[..., ch]]
+        count[ch] = v.size
+        if v.size:
+            location[ch] = np.median(v)
+            scale[ch] = MAD_SCALE * np.median(np.abs(v - location[ch]))
+        if x.ndim >= 2 and x.shape[-2] > 1:
+            xc, okc = x[..., ch], ok[..., ch]
+            diff = (xc[..., 1:] - xc[..., :-1])[okc[..., 1:] & okc[..., :-1]]
+            if diff.size:
+                noise[ch] = MAD_SCALE * np.median(np.abs(diff - np.median(diff))) / math.sqrt(2)
+    return FrameStats(location, scale, noise, count)
+
+
+NORMALIZATIONS = ('none', 'additive', 'multiplicative', 'additive-scale')
+"""Per-frame normalizations (``--normalize``)."""
+
+
+def normalization(
+    stats: Sequence[FrameStats], mode: str
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Return per-frame ``factor`` and ``offset`` arrays ``(n, channels)``
+    such that the normalized value is ``x * factor + offset`` (None, None
+    for 'none').  The references are the means of the frames' locations
+    (and scales), so the result's background is the plain average's.
+
+    Raises
+    ------
+    ValueError
+        An unknown mode, or a frame whose statistics cannot normalize
+        (no valid value, zero location for multiplicative, zero scale for
+        additive-scale); the message gives the frame's index.
+    """
+    if mode not in NORMALIZATIONS:
+        msg = f'normalize must be one of {", ".join(NORMALIZATIONS)}, not {mode!r}'
+        raise ValueError(msg)
+    if mode == 'none':
+        return None, None
+    loc = np.array([s.location for s in stats])
+    scale = np.array([s.scale for s in stats])
+    for i in range(len(stats)):
+        if not np.isfinite(loc[i]).all():
+            msg = f'frame {i} has no valid value to normalize'
+            raise ValueError(msg)
+        if mode == 'multiplicative' and (loc[i] == 0).any():
+            msg = f'frame {i} has a median of 0: multiplicative normalization cannot scale it'
+            raise ValueError(msg)
+        if mode == 'additive-scale' and not (scale[i] > 0).all():
+            msg = f'frame {i} has no spread (MAD 0): additive-scale cannot scale it'
+            raise ValueError(msg)
+    ref_loc = loc.mean(axis=0)
+    if mode == 'additive':
+        return np.ones_like(loc), ref_loc - loc
+    if mode == 'multiplicative':
+        return ref_loc / loc, np.zeros_like(loc)
+    factor = scale.mean(axis=0) / scale
+    return factor, ref_loc - loc * factor
+
+
+def noise_weights(stats: Sequence[FrameStats], factor: np.ndarray | None) -> np.ndarray:
+    """Return per-frame weights ``1 / sigma**2`` ``(n, channels)``, sigma the
+    noise in normalized units.
+
+    Raises
+    ------
+    ValueError
+        A frame whose noise is 0 or unknown, naming its index.
+    """
+    noise = np.array([s.noise for s in stats])
+    if factor is not None:
+        noise = noise * factor
+    for i in range(len(noise)):
+        if not (np.isfinite(noise[i]).all() and (noise[i] > 0).all()):
+            msg = f'frame {i} has no measurable noise: --weights noise cannot weight it'
+            raise ValueError(msg)
+    return 1.0 / noise**2
 
 
 def never_rejects(n: int, sigma_low: float, sigma_high: float, center: str) -> bool:
@@ -548,8 +1482,8 @@ class Frame:
     byteorder: str
     seg_rows: int  # rows of one strip or tile
     seg_width: int  # columns of one tile (the width for strips)
-    offsets: np.ndarray
-    bytecounts: np.ndarray
+    offsets: np.ndarray | None  # strip/tile offsets, or None: read from tables
+    bytecounts: np.ndarray | None
     raw: bool  # segments are plain rows, read straight into the band
     decode: Callable[..., Any] | None
     jpeg: dict[str, Any]
@@ -559,6 +1493,33 @@ class Frame:
     pages: int
     compression: int = 1
     predictor: int = 1
+    identity: tuple[int, ...] = ()  # st_dev, st_ino, st_size, st_mtime_ns
+    tables: tuple[tuple[int, str], tuple[int, str]] | None = None  # where
+    # the offsets and byte counts lie in the file (position, dtype), when
+    # they are too many to keep in memory
+    largest: int = 0  # largest stored strip or tile, bytes
+    stored: int = 0  # stored bytes of all strips or tiles
+    fd: int | None = None  # an open (unlinked) raw file decoded beforehand
+
+    def segments(self, fd: int, first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return the offsets and byte counts of segments first..last-1
+        (int64), read from the file's tables when not kept in memory.
+
+        Raises
+        ------
+        ImgstackError
+            The tables are truncated.
+        """
+        if self.tables is None:
+            return self.offsets[first:last], self.bytecounts[first:last]
+        out = []
+        for position, dtype in self.tables:
+            item = np.dtype(dtype)
+            data = _pread(fd, (last - first) * item.itemsize, position + first * item.itemsize)
+            if len(data) != (last - first) * item.itemsize:
+                raise ImgstackError(self.path, 'truncated strip or tile tables')
+            out.append(np.frombuffer(data, item).astype(np.int64))
+        return out[0], out[1]
 
     @property
     def streamable(self) -> bool:
@@ -660,11 +1621,23 @@ def open_frame(path: str) -> Frame:
         The file cannot be read, is not a TIFF, or holds an image that
         cannot be stacked.
     """
-    if os.path.isdir(path):
-        raise ImgstackError(path, 'is a directory, not a TIFF file')
     try:
-        filesize = os.path.getsize(path)
-        with tifffile.TiffFile(path) as tif:
+        info = os.stat(path)
+    except OSError as exc:
+        raise ImgstackError(path, exc.strerror or str(exc)) from exc
+    if stat.S_ISDIR(info.st_mode):
+        raise ImgstackError(path, f'is a directory; did you mean {os.path.join(path, "*.tif")}?')
+    if not stat.S_ISREG(info.st_mode):  # a FIFO or a device: never open it
+        raise ImgstackError(path, 'not a regular file')
+    try:
+        fd = os.open(path, os.O_RDONLY | BINARY | getattr(os, 'O_NONBLOCK', 0))
+    except OSError as exc:
+        raise ImgstackError(path, exc.strerror or str(exc)) from exc
+    try:
+        identity = _identity(os.fstat(fd))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ImgstackError(path, 'not a regular file')
+        with os.fdopen(os.dup(fd), 'rb') as fh, tifffile.TiffFile(fh, name=path) as tif:
             page = tif.pages.first
             pages = len(tif.pages)
             frame = _frame_of(path, tif, page, pages)
@@ -674,8 +1647,43 @@ def open_frame(path: str) -> Frame:
         raise ImgstackError(path, exc.strerror or str(exc)) from exc
     except Exception as exc:  # tifffile raises many kinds for a bad file
         raise ImgstackError(path, f'not a readable TIFF file ({exc})') from exc
-    _check_sizes(frame, filesize)
+    finally:
+        os.close(fd)
+    frame.identity = identity
+    _check_sizes(frame, identity[2])
+    if len(frame.offsets) > TABLE_LIMIT and frame.tables is not None:
+        frame.offsets = frame.bytecounts = None  # read the part a band needs
     return frame
+
+
+def _identity(info: os.stat_result) -> tuple[int, ...]:
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def open_input(frame: Frame) -> int:
+    """Open an input for reading; return the descriptor.
+
+    Raises
+    ------
+    ImgstackError
+        The file cannot be opened, or it is not the file whose header was
+        read (replaced, rewritten or resized since).
+    """
+    if frame.fd is not None:
+        return os.dup(frame.fd)
+    try:
+        fd = os.open(frame.path, os.O_RDONLY | BINARY | getattr(os, 'O_NONBLOCK', 0))
+    except OSError as exc:
+        raise ImgstackError(frame.path, exc.strerror or str(exc)) from exc
+    try:
+        info = os.fstat(fd)
+    except OSError as exc:
+        os.close(fd)
+        raise ImgstackError(frame.path, exc.strerror or str(exc)) from exc
+    if frame.identity and _identity(info) != frame.identity:
+        os.close(fd)
+        raise ImgstackError(frame.path, 'changed while stacking')
+    return fd
 
 
 def _frame_of(path: str, tif: tifffile.TiffFile, page: Any, pages: int) -> Frame:
@@ -735,6 +1743,7 @@ def _frame_of(path: str, tif: tifffile.TiffFile, page: Any, pages: int) -> Frame
         seg_width=page.tilewidth if page.is_tiled else width,
         offsets=np.asarray(page.dataoffsets, np.int64),
         bytecounts=np.asarray(page.databytecounts, np.int64),
+        tables=_table_positions(tif, page),
         raw=raw,
         decode=decode,
         jpeg=jpeg,
@@ -754,8 +1763,28 @@ def _frame_of(path: str, tif: tifffile.TiffFile, page: Any, pages: int) -> Frame
     return frame
 
 
+def _table_positions(tif: tifffile.TiffFile, page: Any) -> tuple[tuple[int, str], ...] | None:
+    """Return where the offsets and byte counts tables lie in the file, or
+    None when they are not plain tables of the page's segment count."""
+    names = ('TileOffsets', 'TileByteCounts') if page.is_tiled else (
+        'StripOffsets', 'StripByteCounts')
+    out = []
+    for name in names:
+        tag = page.tags.get(name)
+        if tag is None or tag.count != len(page.dataoffsets):
+            return None
+        code = tifffile.TIFF.DATA_FORMATS[tag.dtype][-1]
+        if code not in 'HIQ':
+            return None
+        out.append((int(tag.valueoffset), tif.byteorder + code))
+    return tuple(out)
+
+
 def _check_sizes(frame: Frame, filesize: int) -> None:
-    """Refuse a header whose data cannot be in the file."""
+    """Refuse a header whose data cannot be in the file; note the largest
+    and total stored sizes (the tables may not be kept)."""
+    frame.largest = int(frame.bytecounts.max(initial=0))
+    frame.stored = int(frame.bytecounts.sum())
     ends = frame.offsets + frame.bytecounts
     if len(ends) and int(ends.max()) > filesize:
         raise ImgstackError(
@@ -764,7 +1793,7 @@ def _check_sizes(frame: Frame, filesize: int) -> None:
             f'but the file has {filesize} bytes',
         )
     size = frame.height * frame.planes * frame.row_bytes
-    stored = int(frame.bytecounts.sum())
+    stored = frame.stored
     if frame.raw and stored < size:
         raise ImgstackError(
             frame.path,
@@ -833,11 +1862,13 @@ def _read_raw(frame: Frame, fd: int, plane: int, r0: int, r1: int, out: np.ndarr
     row_bytes = frame.row_bytes
     buffer = out.reshape(-1).view(np.uint8)
     base = plane * frame.down
+    first = base + r0 // rows
+    offsets, _ = frame.segments(fd, first, base + -(-r1 // rows))
     r = r0
     while r < r1:
         s = r // rows
         end = min((s + 1) * rows, r1)
-        offset = int(frame.offsets[base + s]) + (r - s * rows) * row_bytes
+        offset = int(offsets[base + s - first]) + (r - s * rows) * row_bytes
         part = buffer[(r - r0) * row_bytes:(end - r0) * row_bytes]
         if _pread_into(fd, part, offset) != part.nbytes:
             raise ImgstackError(frame.path, f'truncated data in rows {r}-{end - 1}')
@@ -850,12 +1881,14 @@ def _read_decoded(
     frame: Frame, fd: int, plane: int, r0: int, r1: int, out: np.ndarray
 ) -> None:
     first = plane * frame.down * frame.across
-    for s in range(r0 // frame.seg_rows, -(-r1 // frame.seg_rows)):
-        for t in range(frame.across):
-            index = first + s * frame.across + t
-            _, y0, x0, h, w = _segment_box(frame, index)
-            a, b = max(r0, y0), min(r1, y0 + h)
-            out[a - r0:b - r0, x0:x0 + w] = _decoded_segment(frame, fd, index)[a - y0:b - y0]
+    s0, s1 = r0 // frame.seg_rows, -(-r1 // frame.seg_rows)
+    lo, hi = first + s0 * frame.across, first + s1 * frame.across
+    table = frame.segments(fd, lo, hi)
+    for index in range(lo, hi):
+        _, y0, x0, h, w = _segment_box(frame, index)
+        a, b = max(r0, y0), min(r1, y0 + h)
+        where = (int(table[0][index - lo]), int(table[1][index - lo]))
+        out[a - r0:b - r0, x0:x0 + w] = _decoded_segment(frame, fd, index, where)[a - y0:b - y0]
 
 
 def _segment_box(frame: Frame, index: int) -> tuple[int, int, int, int, int]:
@@ -868,7 +1901,9 @@ def _segment_box(frame: Frame, index: int) -> tuple[int, int, int, int, int]:
     return plane, y0, x0, h, w
 
 
-def _decoded_segment(frame: Frame, fd: int, index: int) -> np.ndarray:
+def _decoded_segment(
+    frame: Frame, fd: int, index: int, where: tuple[int, int] | None = None
+) -> np.ndarray:
     """Read and decode one strip or tile, cropped to the image: shape
     ``(rows, columns, contig)``, native dtype; zeros for an empty one.
 
@@ -878,11 +1913,14 @@ def _decoded_segment(frame: Frame, fd: int, index: int) -> np.ndarray:
         The data are corrupt, naming the file and the segment's rows.
     """
     _, y0, _, h, w = _segment_box(frame, index)
-    count = int(frame.bytecounts[index])
+    if where is None:
+        offsets, counts = frame.segments(fd, index, index + 1)
+        where = (int(offsets[0]), int(counts[0]))
+    offset, count = where
     if count == 0:
         return np.zeros((h, w, frame.contig), frame.dtype)
     try:
-        data = _pread(fd, count, int(frame.offsets[index]))
+        data = _pread(fd, count, offset)
         return frame.decode(data, index, **frame.jpeg)[0][0, :h, :w]
     except Exception as exc:  # any codec error means corrupt data
         raise ImgstackError(
@@ -891,41 +1929,60 @@ def _decoded_segment(frame: Frame, fd: int, index: int) -> np.ndarray:
         ) from exc
 
 
-def predecode(frame: Frame, path: str, stream: bool = False) -> Frame:
-    """Decode a frame once into the raw file ``path``; return its Frame.
+def predecode(
+    frame: Frame, fd_out: int, stream: bool = False, cancel: threading.Event | None = None,
+    directory: str | None = None,
+) -> Frame:
+    """Decode a frame once into the (unlinked) raw file ``fd_out``; return
+    its Frame, which reads from that descriptor.
 
     Used for files whose strips or tiles are too tall for one band: they
     are decoded one segment at a time, then read band by band from disk.
     With ``stream`` each strip is decoded in pieces (deflate, LZMA, LZW),
-    for strips too large to decode whole within the budget.  The caller
-    creates ``path`` and removes it.
+    for strips too large to decode whole within the budget; ``cancel``
+    stops it between pieces.  ``directory`` (where the raw file is) is
+    named when the raw file cannot be written.
+
+    Raises
+    ------
+    ImgstackError
+        The input is corrupt or changed, or the raw file cannot be written.
     """
     plane_bytes = frame.height * frame.row_bytes
     raw = dataclasses.replace(
         frame,
-        path=path,
         byteorder=NATIVE,
         seg_rows=frame.height,
         seg_width=frame.width,
         offsets=np.arange(frame.planes, dtype=np.int64) * plane_bytes,
         bytecounts=np.full(frame.planes, plane_bytes, np.int64),
+        tables=None,
         raw=True,
         decode=None,
+        fd=fd_out,
+        identity=(),
     )
-    fd_out = os.open(path, os.O_WRONLY | BINARY)
+    fd_in = open_input(frame)
     try:
-        fd_in = os.open(frame.path, os.O_RDONLY | BINARY)
-        try:
-            if stream:
-                for index in range(len(frame.offsets)):
-                    _stream_strip(frame, fd_in, index, fd_out, raw.offsets)
-            else:
-                _predecode_segments(frame, fd_in, fd_out, raw.offsets)
-        finally:
-            os.close(fd_in)
+        if stream:
+            for index in range(frame.segment_count):
+                _stream_strip(frame, fd_in, index, fd_out, raw.offsets, cancel)
+        else:
+            _predecode_segments(frame, fd_in, fd_out, raw.offsets)
+    except OSError as exc:
+        if exc.errno in WRITE_ERRORS and directory is not None:
+            raise ImgstackError(directory, f'cannot write a temporary decoded copy of '
+                                f'{frame.path} here ({exc.strerror or exc})') from exc
+        raise ImgstackError(frame.path, exc.strerror or str(exc)) from exc
     finally:
-        os.close(fd_out)
+        os.close(fd_in)
     return raw
+
+
+WRITE_ERRORS = frozenset(
+    getattr(errno, name) for name in ('ENOSPC', 'EFBIG', 'EDQUOT', 'EROFS', 'EIO')
+    if hasattr(errno, name))
+"""Errors of a write that a full or failing disk gives."""
 
 
 def _predecode_segments(frame: Frame, fd_in: int, fd_out: int, planes: np.ndarray) -> None:
@@ -944,20 +2001,25 @@ def _predecode_segments(frame: Frame, fd_in: int, fd_out: int, planes: np.ndarra
 
 
 def _stream_strip(
-    frame: Frame, fd_in: int, index: int, fd_out: int, planes: np.ndarray
+    frame: Frame, fd_in: int, index: int, fd_out: int, planes: np.ndarray,
+    cancel: threading.Event | None = None,
 ) -> None:
     """Decode one strip in pieces into a raw file, undoing the predictor
-    block by block of rows as tifffile would for the whole strip."""
+    block by block of rows as tifffile would for the whole strip; stop
+    between pieces once ``cancel`` is set."""
     plane, y0, _, height, _ = _segment_box(frame, index)
     row_bytes = frame.row_bytes
-    block = max(2 * MIB // row_bytes, 1) * row_bytes
-    start = int(frame.offsets[index])
-    chunks = _chunks(fd_in, start, start + int(frame.bytecounts[index]))
+    piece = 2 * MIB if STREAM_CODECS[frame.compression] != 'lzw' else MIB // 8
+    block = max(piece // row_bytes, 1) * row_bytes
+    offsets, counts = frame.segments(fd_in, index, index + 1)
+    start = int(offsets[0])
+    chunks = _chunks(fd_in, start, start + int(counts[0]))
     pending = bytearray()
     done = 0
     try:
-        for piece in _decoded_pieces(STREAM_CODECS[frame.compression], chunks, block):
-            pending += piece
+        for data in _decoded_pieces(STREAM_CODECS[frame.compression], chunks, block):
+            _cancelled(cancel)
+            pending += data
             rows = min(len(pending) // row_bytes, height - done)
             if rows:
                 offset = int(planes[plane]) + (y0 + done) * row_bytes
@@ -974,6 +2036,12 @@ def _stream_strip(
         raise ImgstackError(
             frame.path, f'corrupt or truncated data in rows {y0 + done}-{y0 + height - 1}'
         )
+
+
+def _cancelled(cancel: threading.Event | None) -> None:
+    """Raise KeyboardInterrupt in a worker thread once the run is cancelled."""
+    if cancel is not None and cancel.is_set():
+        raise KeyboardInterrupt
 
 
 def _chunks(fd: int, position: int, end: int) -> Iterator[bytes]:
@@ -1144,12 +2212,13 @@ def plan_bands(
       meanwhile;
     - ``n * v``: the validity mask (images with alpha), plus
       ``2 * n * width * s`` for the alpha plane of planar images;
-    - ``v * (8 + 8 + 2 * s)``: the float64 means, the rejection counts, the
-      output samples and their encoded strips; ``2 * v`` more for a
-      rejection map.
+    - ``v * (8 + 8 + 8 + 2 * s)``: the float64 results, the rejection
+      counts (total and low), the output samples and their encoded strips;
+      ``6 * v`` more for a rejection map;
+    - ``n * v``: the validity mask of a valid range or alpha.
 
     And once: `RESERVE_BYTES`, ``WORKERS * CHUNK_BYTES`` of clipping scratch,
-    and ``WORKERS`` strips or tiles being decoded (decoded and stored
+    the inputs' `bookkeeping`, and ``WORKERS`` strips or tiles being decoded (decoded and stored
     bytes).  An input whose strips or tiles are taller than the band is
     decoded once into a temporary file instead (one segment in memory at a
     time, or `STREAM_BYTES` of one where a whole one does not fit), so that
@@ -1165,13 +2234,13 @@ def plan_bands(
     n = len(frames)
     s = first.dtype.itemsize
     v = first.width * first.contig
-    per_row = 2 * n * v * s + v * (16 + 2 * s)
+    per_row = 2 * n * v * s + v * (24 + 2 * s) + n * v
     if alpha:
-        per_row += n * v + (2 * n * first.width * s if first.planar else 0)
+        per_row += 2 * n * first.width * s if first.planar else 0
     if rejection_map:
-        per_row += 2 * v
-    fixed = RESERVE_BYTES + WORKERS * CHUNK_BYTES
-    cost = [f.segment_bytes + int(f.bytecounts.max(initial=0)) for f in frames]
+        per_row += 6 * v
+    fixed = RESERVE_BYTES + WORKERS * CHUNK_BYTES + bookkeeping(frames)
+    cost = [f.segment_bytes + f.largest for f in frames]
     # decoding beforehand takes a whole strip, or a stream where that does
     # not fit and the codec allows it
     stream = [f.streamable and RESERVE_BYTES + c > memory for f, c in zip(frames, cost)]
@@ -1222,6 +2291,19 @@ def plan_bands(
     workers = WORKERS if RESERVE_BYTES + WORKERS * largest <= memory else 1
     streamed = tuple(p and piecewise for p, piecewise in zip(predecode, stream))
     return Plan(b, strip_rows, predecode, per_row, fixed, transient, need, workers, streamed)
+
+
+def bookkeeping(frames: Sequence[Frame]) -> int:
+    """Bytes that the inputs' headers take while the run lasts: each Frame
+    object and the strip tables kept in memory (at most `TABLE_LIMIT`
+    entries each; larger tables are read band by band)."""
+    tables = sum(0 if f.offsets is None else f.offsets.nbytes + f.bytecounts.nbytes
+                 for f in frames)
+    return tables + FRAME_BYTES * len(frames)
+
+
+FRAME_BYTES = 4096
+"""Memory of one input's header (a Frame object, its path and tags)."""
 
 
 def parse_size(text: str) -> int:
@@ -1339,17 +2421,28 @@ def needs_bigtiff(size: int) -> bool:
     return size + size // 50 + 32 * MIB >= 2**32
 
 
-def writer_args(first: Frame, strip_rows: int, extra: dict[str, Any]) -> dict[str, Any]:
-    """Return the arguments of ``TiffWriter.write`` for the stacked image."""
+def writer_args(
+    first: Frame, strip_rows: int, extra: dict[str, Any],
+    dtype: np.dtype | None = None, description: str | None = None,
+) -> dict[str, Any]:
+    """Return the arguments of ``TiffWriter.write`` for the stacked image.
+
+    Extra samples that the inputs leave unspecified stay unspecified
+    (tifffile would call a 4th channel alpha); the resolution is written
+    only when the first input has one.
+    """
+    base = {2: 3, 6: 3, 5: 4}.get(first.photometric, 1)
+    extrasamples = first.extrasamples or (0,) * max(first.samples - base, 0)
     args = {
         'shape': first.stored_shape,
-        'dtype': first.dtype,
+        'dtype': first.dtype if dtype is None else dtype,
         'photometric': PHOTOMETRICS[first.photometric],
         'planarconfig': 'separate' if first.planar else 'contig',
-        'extrasamples': first.extrasamples or None,
+        'extrasamples': extrasamples or None,
         'rowsperstrip': strip_rows,
         'iccprofile': first.iccprofile,
         'metadata': None,
+        'description': description,
         'software': f'imgstack {__version__}',
         'maxworkers': 1,
         **extra,
@@ -1361,6 +2454,10 @@ def writer_args(first: Frame, strip_rows: int, extra: dict[str, Any]) -> dict[st
 
 
 # -- the file-to-file job ----------------------------------------------------
+
+
+class ImgstackWarning(UserWarning):
+    """A setting or an input that will not give what the user expects."""
 
 
 @dataclasses.dataclass
@@ -1375,6 +2472,8 @@ class Stats:
     seconds: float
     bytes_read: int
     band_rows: int
+    low: int = 0  # of the rejected values, those below the kept ones
+    frame_table: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def percent(self) -> float:
@@ -1391,23 +2490,48 @@ class Reporter:
         0 errors only (``-q``), 1 normal, 2 verbose (``-v``).
     stream : file, optional
         Where messages go; default ``sys.stderr``.
+
+    When the stream goes away (a closed pipe), messages stop and the run
+    goes on: they are a courtesy.
     """
 
     def __init__(self, level: int = 1, stream: Any = None) -> None:
         self.level = level
         self.stream = sys.stderr if stream is None else stream
-        self.tty = bool(getattr(self.stream, 'isatty', lambda: False)())
+        try:
+            self.tty = bool(self.stream.isatty())
+        except (AttributeError, ValueError, OSError):
+            self.tty = False
+        self.midline = False  # a progress bar waits for its end of line
         self._start = time.monotonic()
         self._next = 0.0
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):  # a broken pipe: stop talking
+            self.level = 0
+            if self.stream is sys.stderr:
+                with contextlib.suppress(OSError):
+                    sys.stderr = open(os.devnull, 'w')  # noqa: SIM115
+            self.stream = open(os.devnull, 'w')  # noqa: SIM115
 
     def say(self, text: str, level: int = 1) -> None:
         """Print a line if the level is shown."""
         if self.level >= level:
-            print(text, file=self.stream, flush=True)
+            self.newline()
+            self._write(text + '\n')
 
     def warn(self, text: str) -> None:
         """Print a warning unless quiet."""
-        self.say(f'warning: {text}')
+        self.say(f'imgstack: warning: {text}')
+
+    def newline(self) -> None:
+        """End a progress bar's line, if one is open."""
+        if self.midline:
+            self.midline = False
+            self._write('\n')
 
     def start(self) -> None:
         """Start the clock of the progress report."""
@@ -1417,8 +2541,8 @@ class Reporter:
     def progress(
         self, done: int, total: int, frames: int, nbytes: int, what: str = 'rows'
     ) -> None:
-        """Report rows (or ``what``) done: a bar on a terminal, a line every
-        10% otherwise."""
+        """Report rows (or ``what``) done: a bar redrawn in place on a
+        terminal, fitted to its width; a line every 10% otherwise."""
         if self.level < 1 or total <= 0:
             return
         elapsed = time.monotonic() - self._start
@@ -1430,9 +2554,13 @@ class Reporter:
             f'{rate:.0f} MB/s  {left:.0f} s left'
         )
         if self.tty:
-            bar = '#' * int(24 * fraction)
-            end = '\n' if done >= total else ''
-            print(f'\r[{bar:<24}] {text}', end=end, file=self.stream, flush=True)
+            columns = shutil.get_terminal_size().columns - 1
+            width = min(24, columns - len(text) - 3)
+            line = text if width < 4 else f'[{"#" * int(width * fraction):<{width}}] {text}'
+            self._write('\r' + line[:columns].ljust(columns))
+            self.midline = True
+            if done >= total:
+                self.newline()
         elif fraction >= self._next or done >= total:
             self._next = math.floor(fraction * 10 + 1) / 10
             self.say(text)
@@ -1449,24 +2577,189 @@ class Reporter:
         )
 
 
+NOT_TIFF = frozenset(
+    '.png .jpg .jpeg .gif .bmp .webp .fits .fit .fts .xisf .cr2 .cr3 .nef .arw .dng '
+    '.raw .exr .heic .jxl .j2k .jp2 .pgm .ppm .pnm .ser .avi .mp4 .csv .txt'.split()
+)
+"""Extensions of files that are not TIFF: an OUTPUT named so is refused."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything a run does, checked once (from argv or keywords)."""
+
+    method: Method
+    normalize: str = 'none'
+    weights: str = 'none'
+    valid_range: tuple[float | None, float | None] | None = None
+    dtype: str = 'input'
+    codec: tuple[str, int | None] | None = None
+    memory: int = DEFAULT_MEMORY
+    rows: int = 100
+    force: bool = False
+    no_alpha: bool = False
+
+    def describe(self, frames: int) -> str:
+        """The settings as options, for the output's ImageDescription."""
+        m = self.method
+        parts = [f'imgstack {__version__}:']
+        if m.sigma_low == m.sigma_high:
+            parts.append(f'-s {m.sigma_low:g}')
+        else:
+            parts.append(f'--sigma-low {m.sigma_low:g} --sigma-high {m.sigma_high:g}')
+        parts.append(f'-i {m.iterations} --center {m.center}')
+        if m.reject != 'sigma':
+            parts.append(f'--reject {m.reject}')
+        if m.reject in ('percentile', 'minmax', 'gesd'):
+            a, b = getattr(m, m.reject)
+            parts.append(f'--{m.reject} {a:g}:{b:g}')
+        if m.combine != 'mean':
+            parts.append(f'--combine {m.combine}')
+        if self.normalize != 'none':
+            parts.append(f'--normalize {self.normalize}')
+        if self.weights != 'none':
+            parts.append(f'--weights {self.weights}')
+        if self.valid_range is not None:
+            lo, hi = ('' if v is None else f'{v:g}' for v in self.valid_range)
+            parts.append(f'--valid-range {lo}:{hi}')
+        if self.dtype != 'input':
+            parts.append(f'--dtype {self.dtype}')
+        return f'{" ".join(parts)}; {frames} frames'
+
+
+def _flag(name: str, cli: bool) -> str:
+    """How a setting is spelled to the user: ``--force`` or ``force=True``."""
+    return f'--{name.replace("_", "-")}' if cli else f'{name}=True'
+
+
+def settings_from(
+    *, cli: bool, sigma: Any, sigma_low: Any, sigma_high: Any, iterations: Any,
+    center: Any, reject: Any, combine: Any, percentile: Any, minmax: Any,
+    gesd: Any, normalize: Any, weights: Any, valid_range: Any, dtype: Any,
+    compress: Any, memory: Any, rows: Any, force: Any, no_alpha: Any,
+) -> Settings:
+    """Check every setting and return them as one object.
+
+    Raises
+    ------
+    ImgstackError
+        A setting of the wrong type or out of range, named in the message.
+    """
+    try:
+        for name, value in (('sigma', sigma), ('sigma_low', sigma_low), ('sigma_high', sigma_high)):
+            if value is None and name != 'sigma':
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
+                    or not (math.isfinite(value) and value > 0):
+                msg = f'{name} must be finite and > 0, not {value!r}'
+                raise ValueError(msg)
+        method = Method(
+            reject=reject, combine=combine,
+            sigma_low=sigma if sigma_low is None else sigma_low,
+            sigma_high=sigma if sigma_high is None else sigma_high,
+            iterations=iterations, center=center,
+            percentile=tuple(percentile), minmax=tuple(minmax), gesd=tuple(gesd),
+        )
+        if normalize not in NORMALIZATIONS:
+            msg = f'normalize must be one of {", ".join(NORMALIZATIONS)}, not {normalize!r}'
+            raise ValueError(msg)
+        if weights not in ('none', 'noise'):
+            msg = f"weights must be 'none' or 'noise', not {weights!r}"
+            raise ValueError(msg)
+        if dtype not in ('input', 'float32'):
+            msg = f"dtype must be 'input' or 'float32', not {dtype!r}"
+            raise ValueError(msg)
+        if isinstance(valid_range, str):
+            valid_range = parse_range(valid_range)
+        elif valid_range is not None:
+            lo, hi = valid_range
+            valid_range = parse_range(f'{"" if lo is None else lo}:{"" if hi is None else hi}')
+        if compress is None or isinstance(compress, str):
+            codec = None if compress is None else parse_codec(compress)
+        elif isinstance(compress, tuple) and len(compress) == 2 and isinstance(compress[0], str) \
+                and (compress[1] is None or _is_int(compress[1])):
+            codec = parse_codec(compress[0] + ('' if compress[1] is None else f':{compress[1]}'))
+        else:
+            msg = f"compress must be a codec such as 'zstd:9' or ('zstd', 9), not {compress!r}"
+            raise ValueError(msg)
+        if isinstance(memory, str):
+            budget = parse_size(memory)
+        elif _is_int(memory) and memory > 0:
+            budget = int(memory)
+        else:
+            msg = f"memory must be a size in bytes (an integer > 0) or a string such as '512M', not {memory!r}"
+            raise ValueError(msg)
+        if not _is_int(rows) or rows < 1:
+            msg = f'rows must be an integer >= 1, not {rows!r}'
+            raise ValueError(msg)
+    except ValueError as exc:
+        msg = str(exc)
+        if cli:  # name the flag, not the keyword
+            msg = msg.replace('sigma_low', '--sigma-low').replace('sigma_high', '--sigma-high')
+        raise ImgstackError(None, msg) from exc
+    return Settings(method, normalize, weights, valid_range, dtype, codec, budget, rows,
+                    bool(force), bool(no_alpha))
+
+
+def parse_range(text: str) -> tuple[float | None, float | None]:
+    """Return ``LOW:HIGH`` as numbers, either side None when left out.
+
+    Raises
+    ------
+    ValueError
+        Not a range, or LOW > HIGH.
+    """
+    low_text, sep, high_text = text.partition(':')
+    values = []
+    for part in (low_text, high_text):
+        part = part.strip()
+        if not part:
+            values.append(None)
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            value = math.nan
+        if math.isnan(value):
+            msg = f'valid range must be LOW:HIGH, either side may be left out (e.g. 1: or :65000), not {text!r}'
+            raise ValueError(msg)
+        values.append(value)
+    if not sep or (values[0] is not None and values[1] is not None and values[0] > values[1]):
+        msg = f'valid range must be LOW:HIGH with LOW <= HIGH (e.g. 1: or :65000), not {text!r}'
+        raise ValueError(msg)
+    return values[0], values[1]
+
+
 def stack_files(
-    inputs: Sequence[str],
-    output: str,
+    inputs: Any,
+    output: Any,
     *,
     sigma: float = 2.5,
     sigma_low: float | None = None,
     sigma_high: float | None = None,
-    iterations: int = 1,
+    iterations: int = 5,
     center: str = 'mean',
+    reject: str = 'sigma',
+    combine: str = 'mean',
+    percentile: tuple[float, float] = (0.2, 0.1),
+    minmax: tuple[int, int] = (1, 1),
+    gesd: tuple[float, float] = (0.05, 0.3),
+    normalize: str = 'none',
+    weights: str = 'none',
+    valid_range: Any = None,
+    dtype: str = 'input',
     compress: str | tuple[str, int | None] | None = None,
     memory: int | str = DEFAULT_MEMORY,
     rows: int = 100,
     force: bool = False,
     no_alpha: bool = False,
-    rejection_map: str | None = None,
+    rejection_map: Any = None,
+    frame_stats: Any = None,
     reporter: Reporter | None = None,
+    progress: Callable[[int, int], Any] | None = None,
+    _cli: bool = False,
 ) -> Stats:
-    """Stack TIFF files into the TIFF file of their sigma-clipped mean.
+    """Stack TIFF files into the TIFF file of their combined values.
 
     Every input is checked before any work; the output (and the rejection
     map) are written to temporary files beside them and renamed into place
@@ -1474,13 +2767,22 @@ def stack_files(
 
     Parameters
     ----------
-    inputs : sequence of str
-        Two or more TIFF files of the same shape and type; unexpanded
-        wildcards are expanded.
-    output : str
+    inputs : str, pathlib.Path or a sequence of them
+        Two or more TIFF files of the same shape and type; a single str or
+        Path is one file or one wildcard; wildcards are expanded.
+    output : str or pathlib.Path
         The TIFF file to write.
-    sigma, sigma_low, sigma_high, iterations, center
-        The clipping, as in `sigma_clipped_mean`.
+    sigma, sigma_low, sigma_high, iterations, center, reject, combine, \
+percentile, minmax, gesd
+        The rejection and combination, as in `stack_array`.
+    normalize : {'none', 'additive', 'multiplicative', 'additive-scale'}
+        Per-frame normalization before rejection.
+    weights : {'none', 'noise'}
+        Weight each frame by its inverse noise variance.
+    valid_range : str or (float or None, float or None), optional
+        Values outside ``[low, high]`` (input units) are not valid.
+    dtype : {'input', 'float32'}
+        Output type; float32 from integers is scaled to [0, 1].
     compress : str or (str, int or None), optional
         Output codec, ``'zstd:9'`` or ``('zstd', 9)``; default none.
     memory : int or str
@@ -1491,10 +2793,15 @@ def stack_files(
         Replace an existing output.
     no_alpha : bool
         Treat the alpha channel as data.
-    rejection_map : str, optional
-        Also write a uint16 TIFF counting the values rejected at each point.
+    rejection_map : str or pathlib.Path, optional
+        Also write a uint16 TIFF counting the values rejected at each pixel
+        (page 1), and of those the low (page 2) and high (page 3) ones.
+    frame_stats : str or pathlib.Path, optional
+        Also write a CSV of per-frame statistics and rejections.
     reporter : Reporter, optional
-        Where messages go; default none.
+        Where messages go; default none (warnings go to `warnings`).
+    progress : callable, optional
+        Called as ``progress(done_rows, total_rows)`` after each band.
 
     Returns
     -------
@@ -1509,137 +2816,623 @@ def stack_files(
     """
     started = time.monotonic()
     report = Reporter(0) if reporter is None else reporter
-    low = sigma if sigma_low is None else sigma_low
-    high = sigma if sigma_high is None else sigma_high
-    try:
-        _check_settings(low, high, iterations, center)
-        codec = parse_codec(compress) if isinstance(compress, str) else compress
-        budget = parse_size(memory) if isinstance(memory, str) else int(memory)
-    except ValueError as exc:
-        raise ImgstackError(None, str(exc)) from exc
-    if rows < 1:
-        raise ImgstackError(None, f'rows must be >= 1, not {rows}')
-    paths = expand_inputs(inputs)
-    if len(paths) < 2:
-        raise ImgstackError(paths[0] if paths else None, 'need two or more inputs to stack')
-    targets = [output] + ([rejection_map] if rejection_map else [])
-    for target in targets:
-        check_output(target, paths, force)
-    if rejection_map and os.path.abspath(rejection_map) == os.path.abspath(output):
-        raise ImgstackError(rejection_map, 'the rejection map cannot be the output')
-    frames = [open_frame(p) for p in paths]
-    check_frames(frames, no_alpha)
-    first = frames[0]
-    alpha = first.alpha_index(no_alpha)
-    plan = plan_bands(
-        frames, memory=budget, rows=rows,
-        alpha=alpha is not None, rejection_map=bool(rejection_map),
+    settings = settings_from(
+        cli=_cli, sigma=sigma, sigma_low=sigma_low, sigma_high=sigma_high,
+        iterations=iterations, center=center, reject=reject, combine=combine,
+        percentile=percentile, minmax=minmax, gesd=gesd, normalize=normalize,
+        weights=weights, valid_range=valid_range, dtype=dtype, compress=compress,
+        memory=memory, rows=rows, force=force, no_alpha=no_alpha,
     )
-    encode, extra = strip_encoder(codec, first.dtype)
+    paths = check_inputs(inputs)
+    output = _path_arg(output, 'output')
+    extras = {'rejection_map': rejection_map, 'frame_stats': frame_stats}
+    extras = {k: _path_arg(v, k) for k, v in extras.items() if v is not None}
+    check_output(output, paths, settings.force, _cli)
+    for name, target in extras.items():
+        check_output(target, paths, settings.force, _cli, tiff=name == 'rejection_map')
+        if _same_file(target, output):
+            raise ImgstackError(target, f'the {name.replace("_", " ")} cannot be OUTPUT')
+    if len(extras) == 2 and _same_file(extras['rejection_map'], extras['frame_stats']):
+        raise ImgstackError(extras['frame_stats'], 'the frame statistics cannot be the rejection map')
+    frames = [open_frame(p) for p in paths]
+    check_frames(frames, settings.no_alpha)
+    for f in frames[1:]:
+        f.iccprofile = None  # only the first input's profile is written
+    first = frames[0]
+    alpha = first.alpha_index(settings.no_alpha)
+    need_stats = settings.normalize != 'none' or settings.weights != 'none' or 'frame_stats' in extras
+    plan = plan_bands(
+        frames, memory=settings.memory, rows=settings.rows, alpha=alpha is not None,
+        rejection_map='rejection_map' in extras,
+    )
+    out_dtype = np.dtype(np.float32) if settings.dtype == 'float32' else first.dtype
+    encode, extra = strip_encoder(settings.codec, out_dtype)
     for f in frames:
         if f.pages > 1:
-            report.warn(f'{f.path}: holds {f.pages} images; only the first is stacked')
-    if iterations > 0 and never_rejects(len(frames), low, high, center):
-        report.warn(
-            f'with {len(frames)} frames, mean-centred clipping at these factors can '
-            'never reject a value; try --center median or a smaller --sigma'
-        )
+            _warn(f'{f.path}: holds {f.pages} images; only the first is stacked')
+    advice = poorly_suited(len(frames), settings.method)
+    if advice:
+        _warn(advice)
     report.say(
         f'{len(frames)} frames of {first.height}x{first.width}x{first.samples} '
-        f'{first.dtype.name}; bands of {plan.rows} rows; budget {format_size(budget)} '
+        f'{first.dtype.name}; bands of {plan.rows} rows; budget {format_size(settings.memory)} '
         f'(needs {format_size(plan.needed)})',
         level=2,
     )
+    job = Job(frames, settings, plan, alpha, out_dtype, report, progress)
     with contextlib.ExitStack() as stack:
         directory = os.path.dirname(os.path.abspath(output))
-        frames = _predecoded(frames, plan, directory, stack, report)
-        temps = [
-            temporary_file(os.path.dirname(os.path.abspath(t)),
-                           f'.{os.path.basename(t)}.', '.part', stack)
-            for t in targets
-        ]
-        result = _write_stack(
-            frames, temps, plan, alpha, encode, extra,
-            (low, high, iterations, center), report,
-        )
-        if rejection_map and codec is not None:
-            temps[1] = compressed_map(temps[1], first, plan.strip_rows, codec, stack)
-        publish(temps, targets, force)
+        job.frames = _predecoded(frames, plan, directory, stack, report)
+        job.statistics(need_stats)
+        temps = [temporary_file(os.path.dirname(os.path.abspath(t)), stack)
+                 for t in [output, *extras.values()]]
+        names = list(extras)
+        rmap = temps[1 + names.index('rejection_map')] if 'rejection_map' in extras else None
+        job.write(temps[0], rmap, encode, extra)
+        if rmap is not None and settings.codec is not None:
+            index = 1 + names.index('rejection_map')
+            temps[index] = compressed_map(rmap, first, plan.strip_rows, settings.codec, stack)
+        if 'frame_stats' in extras:
+            write_frame_stats(temps[1 + names.index('frame_stats')], job.table())
+        publish(temps, [output, *extras.values()], settings.force, _cli)
     n, points = len(frames), first.height * first.width * first.samples
     return Stats(
         output=output,
         frames=n,
         values=n * points,
-        rejected=result[0],
-        passes=result[1],
+        rejected=job.rejected,
+        passes=job.passes,
         seconds=time.monotonic() - started,
         bytes_read=n * points * first.dtype.itemsize,
         band_rows=plan.rows,
+        low=job.low,
+        frame_table=job.table(),
     )
 
 
-def check_output(output: str, inputs: Sequence[str], force: bool) -> None:
-    """Refuse an output that exists (without force), is an input or cannot
-    be written.
+def _warn(text: str) -> None:
+    warnings.warn(text, ImgstackWarning, stacklevel=3)
+
+
+def _path_arg(value: Any, name: str) -> str:
+    """Return a path argument as str.
+
+    Raises
+    ------
+    ImgstackError
+        Not a str or os.PathLike.
+    """
+    if isinstance(value, (str, os.PathLike)):
+        path = os.fspath(value)
+        if isinstance(path, str):
+            return path
+    raise ImgstackError(None, f'{name} must be a str or pathlib.Path, not {value!r}')
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether two names reach the same file, by any path."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_inputs(inputs: Any) -> list[str]:
+    """Return the input paths: wildcards expanded, each file once.
+
+    Raises
+    ------
+    ImgstackError
+        Fewer than two inputs, a pattern that matches nothing, a directory
+        or the same file given twice.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    try:
+        names = [_path_arg(p, 'each input') for p in inputs]
+    except TypeError as exc:
+        raise ImgstackError(None, f'inputs must be a path or a sequence of paths, not {inputs!r}') from exc
+    paths = expand_inputs(names)
+    if len(paths) < 2:
+        raise ImgstackError(paths[0] if paths else None, 'need two or more inputs to stack')
+    seen: dict[tuple[int, int], str] = {}
+    for path in paths:
+        if os.path.isdir(path):
+            raise ImgstackError(path, f'is a directory; did you mean {os.path.join(path, "*.tif")}?')
+        try:
+            info = os.stat(path)
+        except OSError:
+            continue  # open_frame names the cause
+        key = (info.st_dev, info.st_ino)
+        if key in seen:
+            raise ImgstackError(path, f'given twice (also as {seen[key]})')
+        seen[key] = path
+    return paths
+
+
+def check_output(
+    output: str, inputs: Sequence[str], force: bool, cli: bool = True, tiff: bool = True
+) -> None:
+    """Refuse an output that exists (without force), is an input, looks
+    like a forgotten OUTPUT, is not a regular file or cannot be written.
 
     Raises
     ------
     ImgstackError
     """
-    directory = os.path.dirname(os.path.abspath(output))
-    real = os.path.realpath(output)
+    if not output:
+        raise ImgstackError(None, "'': empty file name")
+    if output.endswith(('/', os.sep)) or os.path.basename(output) in ('', '.', '..'):
+        raise ImgstackError(output, 'names a directory, not a file')
+    if tiff and os.path.splitext(output)[1].lower() in NOT_TIFF:
+        raise ImgstackError(output, 'imgstack writes TIFF: name OUTPUT .tif or .tiff')
     for path in inputs:
-        same = os.path.realpath(path) == real
-        with contextlib.suppress(OSError):
-            same = same or os.path.samefile(path, output)
-        if same:
+        if _same_file(path, output):
             raise ImgstackError(output, f'is an input ({path}); choose another output')
+    if tiff:
+        alike = [p for p in inputs if _differs_in_digits(output, p)]
+        if alike:
+            shown = alike[0] if len(alike) == 1 else f'{alike[0]} ... {alike[-1]}'
+            raise ImgstackError(
+                None, f'{output} looks like one of the frames ({shown}): did you forget OUTPUT?')
     if os.path.isdir(output):
         raise ImgstackError(output, 'is a directory')
-    if os.path.lexists(output) and not force:
-        raise ImgstackError(output, 'exists (use --force to replace it)')
+    if os.path.lexists(output):
+        try:
+            mode = os.stat(output, follow_symlinks=False).st_mode
+        except OSError:
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode) and not stat.S_ISLNK(mode):
+            raise ImgstackError(output, 'exists and is not a regular file')
+        if stat.S_ISLNK(mode) and os.path.exists(output) and not os.path.isfile(output):
+            raise ImgstackError(output, 'exists and is not a regular file')
+        if not force:
+            raise ImgstackError(
+                None, f'{output} exists: name another OUTPUT, or add {_flag("force", cli)} to replace it')
+    directory = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(directory):
         raise ImgstackError(output, f'directory {directory} does not exist')
     if not os.access(directory, os.W_OK | os.X_OK):
         raise ImgstackError(output, f'directory {directory} is not writable')
 
 
-def publish(temps: Sequence[str], targets: Sequence[str], force: bool) -> None:
-    """Move finished temporary files into place, all or none.
+def _differs_in_digits(output: str, path: str) -> bool:
+    """Whether two names are the same but for the numbers in them (same
+    folder, same extension): ``f1.tif`` and ``f2.tif``, not ``f.tif``."""
+    da, na = os.path.split(os.path.abspath(output))
+    db, nb = os.path.split(os.path.abspath(path))
+    if da != db or na == nb:
+        return False
+    (sa, ea), (sb, eb) = os.path.splitext(na), os.path.splitext(nb)
+    pa, pb = re.sub(r'[0-9]+', '#', sa), re.sub(r'[0-9]+', '#', sb)
+    return ea == eb and '#' in pa and pa == pb
 
-    Without force no existing file is replaced, even one that appeared
-    while the run lasted: each is linked into place (which fails if the
-    name exists) and the links made so far are undone on failure.
+
+def poorly_suited(n: int, method: Method) -> str | None:
+    """Return advice when a rejection cannot work with n frames, or None.
+
+    The rows of README's "Which rejection?": 3-6 frames percentile or
+    min/max, 6-15 winsorized, 15+ sigma or linear fit, 50+ generalized ESD.
+    """
+    m, r = method, method.reject
+    if r == 'none' or m.passes == 0:
+        return None
+    suggest = ('percentile' if n <= 6 else 'winsorized' if n < 15 else
+               'linear' if n < 50 else 'gesd')
+    what = {'sigma': 'sigma clipping', 'mad': 'MAD clipping', 'winsorized': 'winsorized clipping',
+            'linear': 'linear-fit clipping', 'gesd': 'generalized ESD',
+            'minmax': 'min/max clipping', 'percentile': 'percentile clipping'}[r]
+    if r == 'sigma' and m.center == 'mean' and never_rejects(n, m.sigma_low, m.sigma_high, 'mean'):
+        return (f'with {n} frames, {what} can never reject a value: '
+                f'try --reject {suggest}, --center median or a smaller --sigma')
+    if r == 'gesd' and math.floor(m.gesd[1] * n) < 1:
+        return f'with {n} frames, {what} can never reject a value: try --reject {suggest}'
+    if r == 'minmax' and n <= sum(m.minmax):
+        return f'with {n} frames, --minmax {m.minmax[0]:g}:{m.minmax[1]:g} keeps no value: try fewer'
+    if r in ('sigma', 'mad', 'winsorized', 'linear') and n < 6:
+        return (f'with {n} frames, {what} rarely tells an outlier from noise: '
+                f'try --reject {suggest}')
+    if r == 'gesd' and n < 15:
+        return f'with {n} frames, {what} has little power: try --reject {suggest}'
+    return None
+
+
+SAMPLE_VALUES = 1_000_000
+"""Values per channel that the frame statistics sample, at least (every
+value of a smaller frame)."""
+
+
+class Job:
+    """One run of `stack_files` after its checks: the frames' statistics,
+    then the stack written band by band."""
+
+    def __init__(
+        self, frames: list[Frame], settings: Settings, plan: Plan, alpha: int | None,
+        out_dtype: np.dtype, report: Reporter, progress: Callable[[int, int], Any] | None,
+    ) -> None:
+        self.frames = frames
+        self.settings = settings
+        self.plan = plan
+        self.alpha = alpha
+        self.out_dtype = out_dtype
+        self.report = report
+        self.callback = progress
+        first = frames[0]
+        n, channels = len(frames), first.samples
+        self.stats: list[FrameStats] = []
+        self.factor: np.ndarray | None = None  # (n, samples)
+        self.offset: np.ndarray | None = None
+        self.weights: np.ndarray | None = None
+        self.rejected = self.low = self.passes = 0
+        self.frame_low = np.zeros((n, channels), np.int64)
+        self.frame_high = np.zeros((n, channels), np.int64)
+        self.want_frames = False
+
+    # -- statistics -----------------------------------------------------------
+
+    def statistics(self, needed: bool) -> None:
+        """Estimate each frame's location, scale and noise from a sample of
+        its rows (spread over its height), derive the normalization and
+        weights, and warn when the sky drifts without normalization."""
+        s = self.settings
+        if not needed and s.method.passes == 0:
+            return
+        first = self.frames[0]
+        rows = sample_rows(first, self.plan)
+        self.report.say(f'frame statistics from {len(rows)} rows of each frame', level=2)
+        self.stats = [self._frame_sample(f, rows) for f in self.frames]
+        self.want_frames = needed
+        try:
+            factor, offset = normalization(self.stats, s.normalize)
+            if s.weights == 'noise':
+                self.weights = noise_weights(self.stats, factor)
+        except ValueError as exc:
+            index = int(str(exc).split()[1])
+            raise ImgstackError(self.frames[index].path, str(exc).split(' ', 2)[2]) from exc
+        if factor is not None and self.alpha is not None:
+            factor[:, self.alpha], offset[:, self.alpha] = 1.0, 0.0
+        self.factor, self.offset = factor, offset
+        if self.weights is not None and self.alpha is not None:
+            self.weights[:, self.alpha] = 1.0
+        if s.normalize == 'none':
+            advice = drift_advice(self.stats, self.alpha, first.dtype)
+            if advice:
+                _warn(advice)
+
+    def _frame_sample(self, frame: Frame, rows: np.ndarray) -> FrameStats:
+        """Read the sample rows of one frame; return its statistics."""
+        first = self.frames[0]
+        planes = []
+        fd = open_input(frame)
+        try:
+            for plane in range(first.planes):
+                out = np.empty((len(rows), first.width, first.contig), first.dtype)
+                for j, (r0, r1) in enumerate(_runs(rows)):
+                    at = int(np.searchsorted(rows, r0))
+                    read_rows(frame, fd, plane, r0, r1, out[at:at + r1 - r0])
+                planes.append(out)
+        except OSError as exc:
+            raise ImgstackError(frame.path, exc.strerror or str(exc)) from exc
+        finally:
+            os.close(fd)
+        sample = planes[0] if len(planes) == 1 else np.concatenate(planes, axis=-1)
+        valid = self._valid(sample[np.newaxis])
+        return frame_statistics(sample, None if valid is None else valid[0])
+
+    def _valid(self, values: np.ndarray) -> np.ndarray | None:
+        """Validity of values ``(n, rows, width, samples)`` of all channels:
+        opaque (with alpha) and inside the valid range (alpha excepted)."""
+        first = self.frames[0]
+        valid = None
+        if self.alpha is not None:
+            a = values[..., self.alpha:self.alpha + 1]
+            valid = np.broadcast_to(a >= _opaque(first.dtype), values.shape)
+        vr = self.settings.valid_range
+        if vr is not None:
+            inside = valid_mask(values, None, vr)
+            if inside is not None and self.alpha is not None:
+                inside[..., self.alpha] = True
+            valid = inside if valid is None else valid & inside
+        return valid
+
+    def table(self) -> list[dict[str, Any]]:
+        """Per-frame rows of the frame statistics (``--frame-stats``)."""
+        if not self.stats:
+            return []
+        first = self.frames[0]
+        points = first.height * first.width
+        rows = []
+        for i, (f, st) in enumerate(zip(self.frames, self.stats)):
+            row: dict[str, Any] = {'path': f.path}
+            for c in range(first.samples):
+                w = 1.0 if self.weights is None else float(self.weights[i, c])
+                lo, hi = int(self.frame_low[i, c]), int(self.frame_high[i, c])
+                row.update({
+                    f'location_{c}': float(st.location[c]),
+                    f'scale_{c}': float(st.scale[c]),
+                    f'noise_{c}': float(st.noise[c]),
+                    f'weight_{c}': w,
+                    f'rejected_low_{c}': lo,
+                    f'rejected_low_pct_{c}': 100.0 * lo / points,
+                    f'rejected_high_{c}': hi,
+                    f'rejected_high_pct_{c}': 100.0 * hi / points,
+                })
+            rows.append(row)
+        return rows
+
+    # -- the stack ------------------------------------------------------------
+
+    def write(self, temp: Temporary, rmap: Temporary | None,
+              encode: Callable[[np.ndarray], bytes], extra: dict[str, Any]) -> None:
+        """Stack band by band into the temporary output (and rejection map)."""
+        first, plan = self.frames[0], self.plan
+        args = writer_args(first, plan.strip_rows, extra, self.out_dtype,
+                           self.settings.describe(len(self.frames)))
+        size = first.height * first.planes * first.width * first.contig * self.out_dtype.itemsize
+        with contextlib.ExitStack() as stack:
+            readers = stack.enter_context(concurrent.futures.ThreadPoolExecutor(WORKERS))
+            workers = stack.enter_context(concurrent.futures.ThreadPoolExecutor(WORKERS))
+            stack.callback(readers.shutdown, cancel_futures=True)
+            stack.callback(workers.shutdown, cancel_futures=True)
+            pages = None if rmap is None else _open_rejection_map(rmap, first)
+            bands = stream_bands(self.frames, plan, self.alpha, readers)
+            strips = self._strips(bands, encode, workers, rmap, pages)
+            with tifffile.TiffWriter(temp.file, bigtiff=needs_bigtiff(size)) as tw:
+                tw.write(strips, **args)
+            if first.resolution is None:
+                _drop_tags(temp.fd, (282, 283, 296))
+
+    def _strips(
+        self, bands: Iterator[tuple[int, int, int, np.ndarray, np.ndarray | None]],
+        encode: Callable[[np.ndarray], bytes], workers: concurrent.futures.Executor,
+        rmap: Temporary | None, pages: list[int] | None,
+    ) -> Iterator[bytes]:
+        """Reject and combine each band; yield the encoded strips."""
+        first, plan, s = self.frames[0], self.plan, self.settings
+        total_rows = first.height * first.planes
+        done = 0
+        self.report.start()
+        for plane, r0, r1, values, a in bands:
+            n = values.shape[0]
+            valid = None
+            if a is not None:
+                valid = np.broadcast_to(a >= _opaque(first.dtype), values.shape)
+            if s.valid_range is not None:
+                inside = valid_mask(values, None, s.valid_range)
+                if inside is not None and self.alpha is not None and not first.planar:
+                    inside[..., self.alpha] = True
+                if inside is not None and not (first.planar and plane == self.alpha):
+                    valid = inside if valid is None else valid & inside
+            if valid is not None:
+                valid = valid.reshape(n, -1)
+            channels = first.contig
+            tables = [None if t is None else (t[:, plane:plane + 1] if first.planar else t)
+                      for t in (self.factor, self.offset, self.weights)]
+            core = clip_points(
+                values.reshape(n, -1), valid, s.method, factor=tables[0], offset=tables[1],
+                weights=tables[2], channels=channels, want_mask=self.want_frames,
+                map_=workers.map,
+            )
+            del valid
+            self.rejected += int(core.rejected.sum())
+            self.low += int(core.low.sum())
+            self.passes = max(self.passes, core.passes)
+            if self.want_frames:
+                cols = slice(plane, plane + 1) if first.planar else slice(None)
+                self.frame_low[:, cols] += core.frame_low
+                self.frame_high[:, cols] += core.frame_high
+            result = core.result
+            if self.out_dtype != first.dtype:  # float32 from integers: [0, 1]
+                result = result / float(np.iinfo(first.dtype).max)
+            out = to_dtype(result, self.out_dtype).reshape(r1 - r0, first.width, first.contig)
+            del result
+            if rmap is not None:
+                counts = [core.rejected, core.low, core.rejected - core.low]
+                _write_map_band(rmap, pages, first, plane, r0, r1, counts)
+                del counts
+            del core
+            strips = [out[j:j + plan.strip_rows] for j in range(0, r1 - r0, plan.strip_rows)]
+            yield from workers.map(encode, strips)
+            del out, strips
+            done += r1 - r0
+            self.report.progress(done, total_rows, n, done * n * first.row_bytes)
+            if self.callback is not None:
+                self.callback(done, total_rows)
+
+
+def _opaque(dtype: np.dtype) -> float:
+    """The alpha value of a fully opaque pixel."""
+    return 1.0 if dtype.kind == 'f' else float(np.iinfo(dtype).max)
+
+
+def sample_rows(frame: Frame, plan: Plan) -> np.ndarray:
+    """Rows whose values the frame statistics use: runs spread evenly over
+    the height, at least `SAMPLE_VALUES` values per channel (every row of a
+    smaller frame), within the memory of one band of every input."""
+    need = -(-SAMPLE_VALUES // frame.width)
+    # the band buffers are not allocated yet: the sample (native values, a
+    # float64 copy and temporaries, 32 bytes a value) takes their room
+    cap = max(plan.per_row * plan.rows // (32 * frame.width * frame.samples), 1)
+    count = min(frame.height, need, cap)
+    if count >= frame.height:
+        return np.arange(frame.height)
+    # runs as tall as a strip or tile of compressed inputs (decoded once
+    # each), or 16 rows of plain ones, at even steps
+    run = min(frame.seg_rows if not frame.raw else 16, count)
+    runs = max(count // run, 1)
+    starts = np.linspace(0, frame.height - run, runs).astype(np.int64)
+    if not frame.raw:
+        starts = starts // frame.seg_rows * frame.seg_rows
+    rows = np.unique((starts[:, np.newaxis] + np.arange(run)).reshape(-1))
+    return rows[rows < frame.height]
+
+
+def _runs(rows: np.ndarray) -> Iterator[tuple[int, int]]:
+    """Yield (start, stop) of the runs of consecutive rows."""
+    if not rows.size:
+        return
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    for part in np.split(rows, breaks):
+        yield int(part[0]), int(part[-1]) + 1
+
+
+def drift_advice(stats: Sequence[FrameStats], alpha: int | None, dtype: np.dtype) -> str | None:
+    """Return the drift warning when the frames' background levels spread
+    more than their noise (per channel, alpha excepted), or None."""
+    loc = np.array([s.location for s in stats])
+    noise = np.array([s.noise for s in stats])
+    if alpha is not None:
+        loc, noise = np.delete(loc, alpha, axis=1), np.delete(noise, alpha, axis=1)
+    if loc.size == 0 or not np.isfinite(loc).all():
+        return None
+    span = loc.max(axis=0) - loc.min(axis=0)
+    level = np.nanmedian(noise, axis=0)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        ratio = np.where(level > 0, span / level, np.nan)  # no noise: synthetic
+    c = int(np.nanargmax(np.where(np.isfinite(ratio), ratio, -1))) if np.isfinite(ratio).any() else 0
+    if not (ratio[c] > 1):
+        return None
+    unit = 'ADU' if dtype.kind in 'iu' else 'units'
+    return (f'frame backgrounds span {span[c]:.4g} {unit}, {ratio[c]:.0f} times their noise; '
+            'sky changes will be rejected as outliers (try --normalize additive)')
+
+
+def write_frame_stats(temp: Temporary, table: list[dict[str, Any]]) -> None:
+    """Write the per-frame table as CSV through the temporary's descriptor."""
+    import csv
+
+    text = io.StringIO()
+    if table:
+        writer = csv.DictWriter(text, fieldnames=list(table[0]), lineterminator='\n')
+        writer.writeheader()
+        for row in table:
+            writer.writerow({k: (f'{v:.6g}' if isinstance(v, float) else v) for k, v in row.items()})
+    temp.file.write(text.getvalue().encode())
+    temp.file.flush()
+
+
+@dataclasses.dataclass
+class Temporary:
+    """A temporary file created once (``O_EXCL|O_NOFOLLOW``), written only
+    through its descriptor, published by linking or renaming its name."""
+
+    path: str
+    fd: int
+    file: Any  # a binary file object on fd (not closing it)
+
+
+TEMP_PREFIX = '.imgstack-'
+"""Temporary files are ``.imgstack-XXXXXXXX.tmp`` beside their target."""
+
+
+def temporary_file(directory: str, stack: contextlib.ExitStack, *, keep_name: bool = True) -> Temporary:
+    """Create a temporary file in directory, removed when stack closes
+    (unless published first); Ctrl-C cannot fall between making and
+    registering it.  Without ``keep_name`` the name is removed at once and
+    only the descriptor is kept: nothing is left even after SIGKILL.
 
     Raises
     ------
     ImgstackError
-        A target exists (without force).
+        The directory refuses the file.
     """
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | BINARY | getattr(os, 'O_NOFOLLOW', 0)
     with critical():
-        _publish(temps, targets, force)
-        handler = signal.getsignal(signal.SIGINT)
-        if isinstance(handler, Interrupts):
-            handler.done = True  # the outputs are in place: the run is done
+        for _ in range(100):
+            path = os.path.join(directory, f'{TEMP_PREFIX}{secrets.token_hex(4)}.tmp')
+            try:
+                fd = os.open(path, flags, 0o600)
+                break
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise ImgstackError(
+                    directory, f'cannot create a file here ({exc.strerror or exc})'
+                ) from exc
+        else:
+            raise ImgstackError(directory, 'cannot create a temporary file here')
+        stack.callback(os.close, fd)
+        identity = os.fstat(fd)
+        if keep_name:
+            stack.callback(_remove_own, path, identity)
+        else:
+            _remove_own(path, identity)
+        raw = io.FileIO(fd, 'r+', closefd=False)
+        raw.name = path  # tifffile asks a file object for its name
+        fh = io.BufferedRandom(raw)
+        stack.callback(fh.close)
+    return Temporary(path, fd, fh)
 
 
-def _publish(temps: Sequence[str], targets: Sequence[str], force: bool) -> None:
+def _remove_own(path: str, identity: os.stat_result) -> None:
+    """Remove path if it is still the file we created."""
+    with contextlib.suppress(OSError):
+        now = os.stat(path, follow_symlinks=False)
+        if (now.st_dev, now.st_ino) == (identity.st_dev, identity.st_ino):
+            os.unlink(path)
+
+
+def publish(temps: Sequence[Temporary], targets: Sequence[str], force: bool, cli: bool = True) -> None:
+    """Move finished temporary files into place, all or none.
+
+    Their data are flushed to disk first and they get mode
+    ``0666 & ~umask``.  Without force no existing file is replaced, even
+    one that appeared while the run lasted: each is linked into place
+    (which fails if the name exists) and the links made so far are undone
+    on failure.  With force every target is checked again first, then
+    each temporary is renamed over it.
+
+    Raises
+    ------
+    ImgstackError
+        A target exists (without force) or is no longer replaceable.
+    """
+    mode = 0o666 & ~_umask()
+    for temp in temps:
+        temp.file.flush()
+        if hasattr(os, 'fchmod'):
+            os.fchmod(temp.fd, mode)
+        os.fsync(temp.fd)
+    with critical():
+        _publish(temps, targets, force, cli)
+        for signum in SIGNALS:
+            handler = signal.getsignal(signum)
+            if isinstance(handler, Interrupts):
+                handler.done = True  # the outputs are in place: the run is done
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _publish(temps: Sequence[Temporary], targets: Sequence[str], force: bool, cli: bool) -> None:
+    exists = f'exists: name another OUTPUT, or add {_flag("force", cli)} to replace it'
     if force:
+        for target in targets:
+            if os.path.lexists(target) and not os.path.isfile(target):
+                raise ImgstackError(target, 'exists and is not a regular file')
+            directory = os.path.dirname(os.path.abspath(target))
+            if not os.access(directory, os.W_OK | os.X_OK):
+                raise ImgstackError(target, f'directory {directory} is not writable')
         for temp, target in zip(temps, targets):
-            os.replace(temp, target)
+            os.replace(temp.path, target)
         return
     done: list[str] = []
     try:
         for temp, target in zip(temps, targets):
             if os.path.lexists(target):
-                raise ImgstackError(target, 'exists (use --force to replace it)')
+                raise ImgstackError(None, f'{target} {exists}')
             try:
-                os.link(temp, target)
+                _link(temp, target)
             except FileExistsError as exc:
-                raise ImgstackError(target, 'exists (use --force to replace it)') from exc
-            except OSError:  # no hard links here: the check above must do
-                os.replace(temp, target)
+                raise ImgstackError(None, f'{target} {exists}') from exc
             done.append(target)
+        for temp in temps:
+            _remove_own(temp.path, os.fstat(temp.fd))
     except BaseException:
         for target in done:
             with contextlib.suppress(OSError):
@@ -1647,27 +3440,43 @@ def _publish(temps: Sequence[str], targets: Sequence[str], force: bool) -> None:
         raise
 
 
-def temporary_file(
-    directory: str, prefix: str, suffix: str, stack: contextlib.ExitStack
-) -> str:
-    """Create an empty temporary file, removed when stack closes (unless
-    renamed away first); Ctrl-C cannot fall between making and registering
-    it."""
+def _link(temp: Temporary, target: str) -> None:
+    """Hard-link the open temporary file at target: through /proc on Linux
+    (the file itself, whatever its name now points to), else by name, else
+    rename when the file system has no hard links."""
+    proc = f'/proc/self/fd/{temp.fd}'
+    try:
+        if os.path.exists(proc):
+            os.link(proc, target, follow_symlinks=True)
+        else:
+            os.link(temp.path, target, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here: the check before must do
+        if os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST, 'exists', target) from None
+        os.replace(temp.path, target)
 
-    def remove(path: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
 
-    with critical():
-        try:
-            fd, path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
-        except OSError as exc:
-            raise ImgstackError(
-                directory, f'cannot create a file here ({exc.strerror or exc})'
-            ) from exc
-        stack.callback(remove, path)
-        os.close(fd)
-    return path
+def _drop_tags(fd: int, codes: Sequence[int]) -> None:
+    """Remove tags from the first IFD of a TIFF file in place (tifffile
+    always writes a resolution; an input without one gets none)."""
+    head = _pread(fd, 16, 0)
+    order = '<' if head[:2] == b'II' else '>'
+    big = int(np.frombuffer(head[2:4], order + 'u2')[0]) == 43
+    count_t, entry, off_t = (('u8', 20, 'u8') if big else ('u2', 12, 'u4'))
+    ifd = int(np.frombuffer(head[8:16] if big else head[4:8], order + off_t)[0])
+    csize = 8 if big else 2
+    count = int(np.frombuffer(_pread(fd, csize, ifd), order + count_t)[0])
+    body = _pread(fd, count * entry + (8 if big else 4), ifd + csize)
+    entries = [body[i * entry:(i + 1) * entry] for i in range(count)]
+    tail = body[count * entry:]
+    keep = [e for e in entries if int(np.frombuffer(e[:2], order + 'u2')[0]) not in codes]
+    if len(keep) == count:
+        return
+    data = (np.array([len(keep)], order + count_t).tobytes() + b''.join(keep) + tail
+            + b'\0' * ((count - len(keep)) * entry))
+    _pwrite_all(fd, np.frombuffer(data, np.uint8), ifd)
 
 
 def _predecoded(
@@ -1675,8 +3484,8 @@ def _predecoded(
     stack: contextlib.ExitStack, report: Reporter,
 ) -> list[Frame]:
     """Decode the inputs whose segments are taller than a band into
-    temporary raw files (on `Plan.predecode_workers` threads), removed when
-    stack closes."""
+    unlinked temporary raw files (on `Plan.predecode_workers` threads),
+    closed when stack closes."""
     todo = [i for i, flag in enumerate(plan.predecode) if flag]
     if not todo:
         return frames
@@ -1684,61 +3493,29 @@ def _predecoded(
     for i in todo:
         frame = frames[i]
         if plan.streamed[i] and STREAM_CODECS[frame.compression] == 'lzw':
-            whole = RESERVE_BYTES + frame.segment_bytes + int(frame.bytecounts.max())
-            report.warn(
+            whole = RESERVE_BYTES + frame.segment_bytes + frame.largest
+            _warn(
                 f'{frame.path}: an LZW strip does not fit the memory budget whole; '
                 f'decoding it slowly in pieces (-m {-(-whole // MIB)}M decodes it fast)'
             )
-    paths = [temporary_file(directory, '.imgstack-', '.raw', stack) for _ in todo]
+    raws = [temporary_file(directory, stack, keep_name=False) for _ in todo]
     result = list(frames)
     report.start()
+    cancel = threading.Event()
     with concurrent.futures.ThreadPoolExecutor(plan.predecode_workers) as pool:
         try:
-            raws = pool.map(predecode, [frames[i] for i in todo], paths,
-                            [plan.streamed[i] for i in todo])
-            for done, (i, raw) in enumerate(zip(todo, raws), 1):
+            decoded = pool.map(predecode, [frames[i] for i in todo], [r.fd for r in raws],
+                               [plan.streamed[i] for i in todo], [cancel] * len(todo),
+                               [directory] * len(todo))
+            for done, (i, raw) in enumerate(zip(todo, decoded), 1):
                 result[i] = raw
                 nbytes = done * raw.height * raw.planes * raw.row_bytes
                 report.progress(done, len(todo), len(frames), nbytes, 'decoded once')
         except BaseException:
+            cancel.set()
             pool.shutdown(cancel_futures=True)
             raise
     return result
-
-
-def _write_stack(
-    frames: list[Frame],
-    temps: list[str],
-    plan: Plan,
-    alpha: int | None,
-    encode: Callable[[np.ndarray], bytes],
-    extra: dict[str, Any],
-    settings: tuple[float, float, int, str],
-    report: Reporter,
-) -> tuple[int, int]:
-    """Stack band by band into the temporary output (and rejection map).
-
-    Returns the number of values rejected and the passes run.
-    """
-    first = frames[0]
-    args = writer_args(first, plan.strip_rows, extra)
-    bigtiff = needs_bigtiff(first.height * first.planes * first.row_bytes)
-    totals = [0, 0]
-    with contextlib.ExitStack() as stack:
-        readers = stack.enter_context(concurrent.futures.ThreadPoolExecutor(WORKERS))
-        workers = stack.enter_context(concurrent.futures.ThreadPoolExecutor(WORKERS))
-        stack.callback(readers.shutdown, cancel_futures=True)
-        stack.callback(workers.shutdown, cancel_futures=True)
-        rejmap = None
-        if len(temps) > 1:
-            rejmap = _open_rejection_map(temps[1], first, stack)
-        bands = stream_bands(frames, plan, alpha, readers)
-        strips = _strips(
-            bands, first, plan, alpha, encode, settings, workers, rejmap, totals, report
-        )
-        with tifffile.TiffWriter(temps[0], bigtiff=bigtiff) as tw:
-            tw.write(strips, **args)
-    return totals[0], totals[1]
 
 
 def stream_bands(
@@ -1768,10 +3545,7 @@ def stream_bands(
     def read(i: int, plane: int, r0: int, r1: int, out: np.ndarray,
              aout: np.ndarray | None) -> None:
         frame = frames[i]
-        try:
-            fd = os.open(frame.path, os.O_RDONLY | BINARY)
-        except OSError as exc:
-            raise ImgstackError(frame.path, exc.strerror or str(exc)) from exc
+        fd = open_input(frame)
         try:
             read_rows(frame, fd, plane, r0, r1, out[i])
             if aout is not None and plane != alpha:
@@ -1804,108 +3578,93 @@ def stream_bands(
         future.cancel()
 
 
-def _strips(
-    bands: Iterator[tuple[int, int, int, np.ndarray, np.ndarray | None]],
-    first: Frame,
-    plan: Plan,
-    alpha: int | None,
-    encode: Callable[[np.ndarray], bytes],
-    settings: tuple[float, float, int, str],
-    workers: concurrent.futures.Executor,
-    rejmap: tuple[int, int] | None,
-    totals: list[int],
-    report: Reporter,
-) -> Iterator[bytes]:
-    """Clip each band and yield the encoded strips of the output."""
-    low, high, iterations, center = settings
-    total_rows = first.height * first.planes
-    done = 0
-    report.start()
-    for plane, r0, r1, values, a in bands:
-        n = values.shape[0]
-        valid = None
-        if a is not None:
-            opaque = a >= (1.0 if first.dtype.kind == 'f' else np.iinfo(first.dtype).max)
-            valid = np.broadcast_to(opaque, values.shape).reshape(n, -1)
-        mean, rejected, passes = clip_points(
-            values.reshape(n, -1), valid, sigma_low=low, sigma_high=high,
-            iterations=iterations, center=center, map_=workers.map,
-        )
-        del valid
-        totals[0] += int(rejected.sum())
-        totals[1] = max(totals[1], passes)
-        out = to_dtype(mean, first.dtype).reshape(r1 - r0, first.width, first.contig)
-        del mean
-        if rejmap is not None:
-            counts = np.minimum(rejected, 65535).astype(np.uint16)
-            fd, offset = rejmap
-            row_bytes = first.width * first.contig * 2
-            _pwrite_all(fd, counts, offset + (plane * first.height + r0) * row_bytes)
-            del counts
-        del rejected
-        strips = [out[j:j + plan.strip_rows] for j in range(0, r1 - r0, plan.strip_rows)]
-        yield from workers.map(encode, strips)
-        del out, strips
-        done += r1 - r0
-        report.progress(done, total_rows, n, done * n * first.row_bytes)
+MAP_PAGES = ('rejected', 'rejected low', 'rejected high')
+"""Pages of the rejection map: per pixel, the values rejected, and of those
+the ones below and above the kept values."""
 
 
-def _open_rejection_map(path: str, first: Frame, stack: contextlib.ExitStack) -> tuple[int, int]:
-    """Write the header of an empty uint16 rejection map; return an open
-    descriptor and the offset of its (contiguous) data."""
-    with tifffile.TiffWriter(path, bigtiff=needs_bigtiff(2 * math.prod(first.stored_shape))) as tw:
-        offset, _ = tw.write(None, returnoffset=True, **map_args(first))
-    fd = os.open(path, os.O_RDWR | BINARY)
-    stack.callback(os.close, fd)
-    return fd, offset
+def _open_rejection_map(temp: Temporary, first: Frame) -> list[int]:
+    """Write the header of an empty three-page uint16 rejection map; return
+    the offsets of the pages' (contiguous) data."""
+    size = 2 * first.height * first.width
+    offsets = []
+    with tifffile.TiffWriter(temp.file, bigtiff=needs_bigtiff(3 * size)) as tw:
+        for name in MAP_PAGES:
+            offset, _ = tw.write(None, returnoffset=True, **map_args(first, name))
+            offsets.append(offset)
+    return offsets
+
+
+def _write_map_band(
+    temp: Temporary, pages: list[int], first: Frame, plane: int, r0: int, r1: int,
+    counts: Sequence[np.ndarray],
+) -> None:
+    """Add one band's counts, summed over each pixel's samples, to the map.
+
+    Raises
+    ------
+    ImgstackError
+        The map cannot be written (naming it).
+    """
+    row_bytes = first.width * 2
+    shape = (r1 - r0, first.width)
+    try:
+        for offset, c in zip(pages, counts):
+            per_pixel = c.reshape(r1 - r0, first.width, first.contig).sum(axis=-1)
+            at = offset + r0 * row_bytes
+            if first.planar and plane > 0:  # add to the planes before
+                before = np.empty(shape, np.uint16)
+                _pread_into(temp.fd, before, at)
+                per_pixel += before
+            _pwrite_all(temp.fd, np.minimum(per_pixel, 65535).astype(np.uint16), at)
+    except OSError as exc:
+        raise ImgstackError(temp.path, f'cannot write the rejection map ({exc.strerror or exc})') from exc
 
 
 def compressed_map(
-    path: str, first: Frame, strip_rows: int, codec: tuple[str, int | None],
+    temp: Temporary, first: Frame, strip_rows: int, codec: tuple[str, int | None],
     stack: contextlib.ExitStack,
-) -> str:
-    """Copy the uncompressed rejection map at path into a compressed
-    temporary file beside it, strip by strip; return the copy's path.
+) -> Temporary:
+    """Copy the uncompressed rejection map into a compressed temporary file
+    beside it, strip by strip; return the copy.
 
     The map is written uncompressed while stacking (each band lands at its
     place with ``pwrite``) and compressed afterwards: it is 2 bytes per
-    point, and mostly zeros.
+    pixel and page, and mostly zeros.
     """
     encode, extra = strip_encoder(codec, np.dtype(np.uint16))
-    with tifffile.TiffFile(path) as tif:
-        offset = int(tif.pages.first.dataoffsets[0])
-    directory, name = os.path.split(path)
-    target = temporary_file(directory, name + '.', '.part', stack)
-    row_bytes = first.width * first.contig * 2
+    temp.file.flush()
+    temp.file.seek(0)  # tifffile reads an open file from where it stands
+    with tifffile.TiffFile(temp.file, name=temp.path) as tif:
+        offsets = [int(p.dataoffsets[0]) for p in tif.pages]
+    target = temporary_file(os.path.dirname(temp.path), stack)
+    row_bytes = first.width * 2
 
-    def strips() -> Iterator[bytes]:
-        fd = os.open(path, os.O_RDONLY | BINARY)
-        try:
-            for plane in range(first.planes):
-                for r0 in range(0, first.height, strip_rows):
-                    rows = min(strip_rows, first.height - r0)
-                    strip = np.empty((rows, first.width, first.contig), np.uint16)
-                    _pread_into(fd, strip, offset + (plane * first.height + r0) * row_bytes)
-                    yield encode(strip)
-        finally:
-            os.close(fd)
+    def strips(offset: int) -> Iterator[bytes]:
+        for r0 in range(0, first.height, strip_rows):
+            rows = min(strip_rows, first.height - r0)
+            strip = np.empty((rows, first.width, 1), np.uint16)  # predictor on axis -2
+            _pread_into(temp.fd, strip, offset + r0 * row_bytes)
+            yield encode(strip)
 
-    bigtiff = needs_bigtiff(2 * math.prod(first.stored_shape))
-    with tifffile.TiffWriter(target, bigtiff=bigtiff) as tw:
-        tw.write(strips(), rowsperstrip=strip_rows, maxworkers=1, **map_args(first), **extra)
+    bigtiff = needs_bigtiff(3 * 2 * first.height * first.width)
+    with tifffile.TiffWriter(target.file, bigtiff=bigtiff) as tw:
+        for offset, name in zip(offsets, MAP_PAGES):
+            tw.write(strips(offset), rowsperstrip=strip_rows, maxworkers=1,
+                     **map_args(first, name), **extra)
     return target
 
 
-def map_args(first: Frame) -> dict[str, Any]:
-    """Return the arguments of ``TiffWriter.write`` for the rejection map:
-    uint16 counts in the layout of the stacked image."""
+def map_args(first: Frame, name: str = MAP_PAGES[0]) -> dict[str, Any]:
+    """Return the arguments of ``TiffWriter.write`` for one page of the
+    rejection map: one uint16 count per pixel, grayscale."""
     return {
-        'shape': first.stored_shape,
+        'shape': (first.height, first.width),
         'dtype': np.uint16,
         'photometric': 'minisblack',
-        'planarconfig': 'separate' if first.planar else 'contig',
         'metadata': None,
-        'software': f'imgstack {__version__} rejection map',
+        'description': f'imgstack {__version__}: values {name} per pixel',
+        'software': f'imgstack {__version__}',
     }
 
 
@@ -1921,6 +3680,7 @@ def make_frames(
     dtype: Any = np.uint16,
     trails: Sequence[int] = (3,),
     seed: int = 1,
+    drift: float = 0.0,
 ) -> Iterator[np.ndarray]:
     """Yield synthetic aligned frames of one star field, one by one.
 
@@ -1940,6 +3700,11 @@ def make_frames(
         Indices of the frames that get a trail.
     seed : int
         Seed of the random generator: the same seed gives the same frames.
+    drift : float
+        How much the sky changes over the night, as a real night's does:
+        the sky level follows a trend of +-drift (plus jitter), its
+        gradient turns and strengthens, and thin cloud dims whole frames
+        by up to 1.5 * drift.  0 gives frames of one steady sky.
     """
     dtype = np.dtype(dtype)
     rng = np.random.default_rng(seed)
@@ -1957,8 +3722,15 @@ def make_frames(
     scene = sky + stars
     gain = 4000.0 / top  # electrons per unit: sets the Poisson noise
     colour = np.linspace(1.0, 0.8, channels, dtype=np.float32)
+    trend = np.linspace(-1.0, 1.0, count) + rng.normal(0, 0.2, count)
     for index in range(count):
         image = scene[..., None] * colour
+        if drift:
+            angle = math.pi * index / max(count - 1, 1)
+            tilt = (math.cos(angle) * y / height + math.sin(angle) * x / width) - 0.5
+            level = sky * (1 + drift * trend[index]) + 0.02 * top * drift * index / count * tilt
+            clouds = 1 - 1.5 * drift * rng.uniform(0, 1)
+            image = ((level + stars)[..., None] * colour) * clouds
         image = rng.poisson(np.clip(image, 0, None) * gain).astype(np.float32) / gain
         image += rng.normal(0, 0.002 * top, image.shape).astype(np.float32)
         spots = max(height * width // 5000, 1)
@@ -1981,45 +3753,68 @@ def make_frames(
         yield image[..., 0] if channels == 1 else image
 
 
-def run_demo(directory: str, reporter: Reporter) -> int:
-    """Write sample frames into directory, stack them and explain the result."""
+def run_demo(directory: str, reporter: Reporter, force: bool = False) -> int:
+    """Write sample frames of a drifting night into directory, stack them
+    with and without normalization, and explain the result.
+
+    Raises
+    ------
+    ImgstackError
+        The directory holds files (without force) or is not a directory.
+    """
+    if os.path.lexists(directory) and not os.path.isdir(directory):
+        raise ImgstackError(directory, 'is not a directory')
+    if os.path.isdir(directory) and os.listdir(directory) and not force:
+        raise ImgstackError(directory, 'is not empty (use --force to write the demo there)')
     os.makedirs(directory, exist_ok=True)
     count, trail = 12, 3
     paths = []
     frames = []
-    for i, image in enumerate(make_frames(count, trails=(trail,))):
+    for i, image in enumerate(make_frames(count, trails=(trail,), drift=DEMO_DRIFT)):
         path = os.path.join(directory, f'frame{i:02d}.tif')
         tifffile.imwrite(path, image, metadata=None)
         paths.append(path)
         frames.append(image)
     stack = np.stack(frames).astype(np.float64)
     output = os.path.join(directory, 'stacked.tif')
+    raw = os.path.join(directory, 'not-normalized.tif')
     rmap = os.path.join(directory, 'rejected.tif')
-    stats = stack_files(paths, output, force=True, rejection_map=rmap, reporter=reporter)
+    before = stack_files(paths, raw, force=True, reporter=Reporter(0))
+    stats = stack_files(paths, output, force=True, rejection_map=rmap, normalize='additive',
+                        reporter=reporter)
     reporter.summary(stats)
     result = tifffile.imread(output).astype(np.float64)
+    unnormalized = tifffile.imread(raw).astype(np.float64)
     plain = stack.mean(axis=0)
     # the trail: pixels much brighter in its frame than the same pixels in
     # the other frames (their median is the sky there, stars included)
     sky = np.median(np.delete(stack, trail, axis=0), axis=0)
     on = stack[trail] - sky > 0.2 * 65535
-    before, after_plain, after = (
-        float((image - sky)[on].mean()) for image in (stack[trail], plain, result))
+    levels = [float(np.median(f)) for f in frames]
+    in_frame, *after = (
+        float((image - sky)[on].mean()) for image in (stack[trail], plain, unnormalized, result))
     reporter.say(
-        f'wrote {count} frames into {directory}; frame {trail} has a satellite trail.\n'
+        f'wrote {count} frames into {directory}; frame {trail} has a satellite trail, and the\n'
+        f'sky drifts from frame to frame (median level {min(levels):.0f} to {max(levels):.0f}).\n'
         f'mean brightness along the trail above the sky there:\n'
-        f'  in frame {trail}:                    {before:10.1f}\n'
-        f'  plain average:                {after_plain:10.1f}\n'
-        f'  sigma-clipped (stacked.tif):  {after:10.1f}\n'
-        f'{stats.rejected} values rejected ({stats.percent:.2f}%); '
-        f'their count per pixel is in {rmap}'
+        f'  in frame {trail}:                              {in_frame:10.1f}\n'
+        f'  plain average:                          {after[0]:10.1f}\n'
+        f'  sigma-clipped ({os.path.basename(raw)}):  {after[1]:10.1f}'
+        f'   ({before.percent:.2f}% rejected: sky changes too)\n'
+        f'  --normalize additive (stacked.tif):     {after[2]:10.1f}'
+        f'   ({stats.percent:.2f}% rejected)\n'
+        f'the count of rejected values per pixel is in {rmap}'
     )
-    counts = tifffile.imread(rmap).astype(np.float64)
+    counts = tifffile.imread(rmap, key=0).astype(np.float64)
     picture = write_comparison(
         os.path.join(directory, 'compare.png'), [stack[trail], plain, result, counts]
     )
     reporter.say(f'side by side (frame, plain average, stacked, rejections): {picture}')
     return 0
+
+
+DEMO_DRIFT = 0.1
+"""Sky drift of the demo's frames (see `make_frames`)."""
 
 
 def write_comparison(path: str, images: Sequence[np.ndarray]) -> str:
@@ -2078,36 +3873,93 @@ def _argtype(func: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+def _pair_of(kind: Callable[[str], Any], name: str) -> Callable[[str], tuple[Any, Any]]:
+    def parse(text: str) -> tuple[Any, Any]:
+        low, sep, high = text.partition(':')
+        try:
+            if not sep:
+                raise ValueError
+            return kind(low), kind(high)
+        except ValueError:
+            msg = f'must be LOW:HIGH ({name}), not {text!r}'
+            raise argparse.ArgumentTypeError(msg) from None
+
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a suggestion for a misspelled option."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        if 'unrecognized arguments' in message:
+            known = [o for action in self._actions for o in action.option_strings
+                     if o.startswith('--')]
+            for word in message.split(':', 1)[1].split():
+                name = word.split('=')[0]
+                close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+                if name.startswith('-') and close:
+                    message += f' (did you mean {close[0]}?)'
+                    break
+        super().error(message)
+
+
+def program_name() -> str:
+    """The program's name as it was invoked: imgstack or imgstack.py."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ''
+    return name if name in ('imgstack', 'imgstack.py') else 'imgstack'
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of the command line."""
-    parser = argparse.ArgumentParser(
-        prog='imgstack',
-        description='Stack aligned TIFF frames into their sigma-clipped average.',
+    prog = program_name()
+    parser = _Parser(
+        prog=prog,
+        description='Stack aligned TIFF frames into their sigma-clipped (or otherwise '
+                    'rejected and combined) average.',
         epilog=(
             'examples:\n'
-            '  imgstack.py -s 2.5 -i 3 out.tif in*.tif\n'
-            '  imgstack.py --center median -c zstd -m 512M out.tif lights/*.tif\n'
-            '  imgstack.py --demo demo'
+            f'  {prog} -s 2.5 -i 3 out.tif in*.tif\n'
+            f'  {prog} --normalize additive --weights noise out.tif night/*.tif\n'
+            f'  {prog} --reject winsorized -s 3 out.tif lights/*.tif\n'
+            f'  {prog} --reject none --combine median bias.tif bias/*.tif\n'
+            f'  {prog} --demo demo'
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument('output', metavar='OUTPUT', nargs='?', help='TIFF file to write')
     parser.add_argument('inputs', metavar='INPUT', nargs='*',
                         help='two or more aligned TIFF files of one scene')
-    clip = parser.add_argument_group('clipping')
-    clip.add_argument('-s', '--sigma', type=_positive_float, default=2.5, metavar='S',
-                      help='clipping factor (default %(default)s)')
+    clip = parser.add_argument_group('rejection and combination')
+    clip.add_argument('--reject', choices=REJECTIONS, default='sigma',
+                      help='how values are rejected (default %(default)s)')
+    clip.add_argument('--combine', choices=COMBINATIONS, default='mean',
+                      help='how the kept values are combined (default %(default)s)')
+    clip.add_argument('-s', '--sigma', type=_positive_float, metavar='S',
+                      help='factor of sigma, mad, winsorized, linear (default 2.5)')
     clip.add_argument('--sigma-low', type=_positive_float, metavar='L',
                       help='factor below the center (default S)')
     clip.add_argument('--sigma-high', type=_positive_float, metavar='H',
                       help='factor above the center (default S)')
-    clip.add_argument('-i', '--iterations', type=_count(0), default=1, metavar='N',
-                      help='clipping passes, stopping early after one that rejects '
+    clip.add_argument('-i', '--iterations', type=_count(0), default=5, metavar='N',
+                      help='passes, stopping early after one that rejects '
                            'nothing; 0 is a plain average (default %(default)s)')
-    clip.add_argument('--center', choices=('mean', 'median'), default='mean',
-                      help='center values are compared with (default %(default)s)')
-    clip.add_argument('--no-alpha', action='store_true',
-                      help='treat a 4th channel as data, not transparency')
+    clip.add_argument('--center', choices=('mean', 'median'),
+                      help='center of sigma clipping (default mean)')
+    clip.add_argument('--percentile', type=_pair_of(float, 'fractions of the median'),
+                      metavar='LOW:HIGH', help='percentile clipping (default 0.2:0.1)')
+    clip.add_argument('--minmax', type=_pair_of(int, 'counts'), metavar='LOW:HIGH',
+                      help='values dropped at each end (default 1:1)')
+    clip.add_argument('--gesd', type=_pair_of(float, 'ALPHA:FRACTION'), metavar='ALPHA:FRACTION',
+                      help='generalized ESD test (default 0.05:0.3)')
+    night = parser.add_argument_group('a night of frames')
+    night.add_argument('--normalize', choices=NORMALIZATIONS, default='none',
+                       help='normalize each frame before rejection (default %(default)s)')
+    night.add_argument('--weights', choices=('none', 'noise'), default='none',
+                       help='weight frames by inverse noise variance (default %(default)s)')
+    night.add_argument('--valid-range', type=_argtype(parse_range), metavar='LOW:HIGH',
+                       help='values outside are not valid, e.g. 1: or :65000')
+    night.add_argument('--no-alpha', action='store_true',
+                       help='treat a 4th channel as data, not transparency')
     mem = parser.add_argument_group('memory')
     mem.add_argument('-m', '--memory', type=_argtype(parse_size), default=DEFAULT_MEMORY,
                      metavar='SIZE',
@@ -2117,9 +3969,15 @@ def build_parser() -> argparse.ArgumentParser:
     out = parser.add_argument_group('output')
     out.add_argument('-c', '--compress', type=_argtype(parse_codec), metavar='CODEC[:LEVEL]',
                      help='zlib, lzw, zstd, lzma or packbits, e.g. zstd:9 (default none)')
+    out.add_argument('--dtype', choices=('input', 'float32'), default='input',
+                     help='output type; float32 from integers is scaled to [0, 1] '
+                          '(default %(default)s)')
     out.add_argument('-f', '--force', action='store_true', help='replace OUTPUT if it exists')
     out.add_argument('--rejection-map', metavar='FILE',
-                     help='also write a uint16 TIFF counting rejected values per point')
+                     help='also write a uint16 TIFF counting rejected values per pixel '
+                          '(pages: all, low, high)')
+    out.add_argument('--frame-stats', metavar='FILE',
+                     help='also write a CSV of per-frame statistics and rejections')
     msg = parser.add_argument_group('messages')
     level = msg.add_mutually_exclusive_group()
     level.add_argument('-q', '--quiet', action='store_true', help='errors only')
@@ -2130,68 +3988,124 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PARAMETERS = {'percentile': 'percentile', 'minmax': 'minmax', 'gesd': 'gesd'}
+"""Parameters that only one rejection uses."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status.
 
     0 success, 1 an error (one line on stderr), 2 a usage error,
-    130 interrupted.
+    128 + the signal when interrupted (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     reporter = Reporter(0 if args.quiet else 2 if args.verbose else 1)
+    if args.demo is not None and (args.output is not None or args.inputs):
+        parser.error('--demo DIR takes no OUTPUT or INPUT')
     if args.demo is None and (args.output is None or not args.inputs):
         parser.error('need OUTPUT and at least one INPUT (or --demo DIR)')
+    for name, method in PARAMETERS.items():
+        if getattr(args, name) is not None and args.reject != method:
+            parser.error(f'--{name} applies to --reject {method} only, not --reject {args.reject}')
+    if args.reject not in ITERATIVE and (
+            args.sigma is not None or args.sigma_low is not None or args.sigma_high is not None):
+        parser.error(f'-s, --sigma-low and --sigma-high do not apply to --reject {args.reject}')
+    if args.center is not None and args.reject != 'sigma':
+        parser.error(f'--center applies to --reject sigma only, not --reject {args.reject}')
     # tifffile logs what it repairs in damaged files; our errors say what matters
     logging.getLogger('tifffile').setLevel(logging.CRITICAL + 1)
-    previous = None
+    handler = Interrupts()
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGINT, Interrupts())
+        previous = {signum: signal.signal(signum, handler) for signum in SIGNALS}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
+            warnings.simplefilter('always', ImgstackWarning)
+            warnings.showwarning = lambda message, *a, **k: reporter.warn(str(message))
             if args.demo is not None:
-                return run_demo(args.demo, reporter)
+                return run_demo(args.demo, reporter, force=args.force)
             stats = stack_files(
                 args.inputs,
                 args.output,
-                sigma=args.sigma,
+                sigma=2.5 if args.sigma is None else args.sigma,
                 sigma_low=args.sigma_low,
                 sigma_high=args.sigma_high,
                 iterations=args.iterations,
-                center=args.center,
+                center='mean' if args.center is None else args.center,
+                reject=args.reject,
+                combine=args.combine,
+                percentile=args.percentile or (0.2, 0.1),
+                minmax=args.minmax or (1, 1),
+                gesd=args.gesd or (0.05, 0.3),
+                normalize=args.normalize,
+                weights=args.weights,
+                valid_range=args.valid_range,
+                dtype=args.dtype,
                 compress=args.compress,
                 memory=args.memory,
                 rows=args.rows,
                 force=args.force,
                 no_alpha=args.no_alpha,
                 rejection_map=args.rejection_map,
+                frame_stats=args.frame_stats,
                 reporter=reporter,
+                _cli=True,
             )
+        if stats.frame_table and reporter.level >= 2:
+            reporter.say(format_frame_table(stats.frame_table), level=2)
         reporter.summary(stats)
         return 0
     except ImgstackError as exc:
-        print(f'imgstack: error: {exc}', file=sys.stderr)
-        return 1
+        return _fail(reporter, str(exc))
     except OSError as exc:
         where = exc.filename or (args.output if args.demo is None else args.demo)
-        print(f'imgstack: error: {where}: {exc.strerror or exc}', file=sys.stderr)
-        return 1
+        return _fail(reporter, str(ImgstackError(str(where), exc.strerror or str(exc))))
     except MemoryError:
-        print('imgstack: error: out of memory; try a smaller -m or -r', file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print('imgstack: interrupted; nothing written', file=sys.stderr)
-        return 130
+        return _fail(reporter, 'out of memory; try a smaller -m or -r')
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, 'signum', signal.SIGINT)
+        if handler.done:  # the outputs were published: the run succeeded
+            return 0
+        _fail(reporter, f'{SIGNALS.get(signum, "interrupted")}; nothing written', 'imgstack: ')
+        return 128 + signum
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _fail(reporter: Reporter, text: str, prefix: str = 'imgstack: error: ') -> int:
+    """Print an error line on stderr (after an open progress bar); return 1."""
+    reporter.newline()
+    with contextlib.suppress(OSError, ValueError):
+        print(prefix + text, file=sys.stderr, flush=True)
+    return 1
+
+
+def format_frame_table(table: list[dict[str, Any]]) -> str:
+    """The per-frame table as text (``-v``): one line per frame."""
+    lines = []
+    for row in table:
+        parts = [row['path']]
+        c = 0
+        while f'location_{c}' in row:
+            parts.append(
+                f'ch{c} loc {row[f"location_{c}"]:.6g} scale {row[f"scale_{c}"]:.4g} '
+                f'noise {row[f"noise_{c}"]:.4g} w {row[f"weight_{c}"]:.4g} '
+                f'low {row[f"rejected_low_{c}"]} ({row[f"rejected_low_pct_{c}"]:.2f}%) '
+                f'high {row[f"rejected_high_{c}"]} ({row[f"rejected_high_pct_{c}"]:.2f}%)')
+            c += 1
+        lines.append('  '.join(parts))
+    return 'frames:\n' + '\n'.join(lines)
 
 
 if __name__ == '__main__':
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for _signum in SIGNALS:
+        signal.signal(_signum, signal.default_int_handler)
     try:
         sys.exit(main())
-    except KeyboardInterrupt:  # before main() took over Ctrl-C
+    except KeyboardInterrupt:  # before main() took over the signals
         sys.stderr.write('imgstack: interrupted; nothing written\n')
         sys.exit(130)
     except BrokenPipeError:

@@ -170,9 +170,8 @@ def test_many_iterations_equal_early_stop():
     np.testing.assert_array_equal(a, b)
     assert ra == rb
     # and the passes stopped early: far fewer than 100 were needed
-    mean, _, passes = imgstack.clip_points(
-        stack.reshape(20, -1), None, sigma_low=1.5, sigma_high=1.5, iterations=100, center='mean'
-    )
+    method = imgstack.Method(sigma_low=1.5, sigma_high=1.5, iterations=100)
+    passes = imgstack.clip_points(stack.reshape(20, -1), None, method).passes
     assert 1 < passes < 100
 
 
@@ -211,14 +210,17 @@ def test_bounds_are_inclusive():
 def test_asymmetric_factors():
     stack = np.array([10.0] * 8 + [0.0, 20.0])[:, None]
     # mean 10, std sqrt(20) = 4.47: 0 and 20 lie 2.24 stds from the mean
-    got, r = sigma_clipped_mean(stack, sigma_low=2.5, sigma_high=2.5)
+    got, r = sigma_clipped_mean(stack, sigma_low=2.5, sigma_high=2.5, iterations=1)
     assert r == 0
-    got, r = sigma_clipped_mean(stack, sigma_low=2.0, sigma_high=2.0)
+    got, r = sigma_clipped_mean(stack, sigma_low=2.0, sigma_high=2.0, iterations=1)
     assert r == 2 and got[0] == 10.0
-    got, r = sigma_clipped_mean(stack, sigma_low=2.0, sigma_high=2.5)
+    got, r = sigma_clipped_mean(stack, sigma_low=2.0, sigma_high=2.5, iterations=1)
     assert r == 1 and got[0] == pytest.approx(100 / 9)
-    got, r = sigma_clipped_mean(stack, sigma_low=2.5, sigma_high=2.0)
+    got, r = sigma_clipped_mean(stack, sigma_low=2.5, sigma_high=2.0, iterations=1)
     assert r == 1 and got[0] == pytest.approx(80 / 9)
+    # a second pass: 20 now lies 2.83 stds above the mean of the other 9
+    got, r = sigma_clipped_mean(stack, sigma_low=2.0, sigma_high=2.5)
+    assert r == 2 and got[0] == 10.0
 
 
 def test_settings_are_checked():
@@ -373,7 +375,9 @@ def test_plan_bands_accounts_every_byte(tmp_path):
     plan = imgstack.plan_bands(frames, memory=1 << 30, rows=100)
     assert plan.rows == 100
     v = 300 * 3
-    assert plan.per_row == 2 * 4 * v * 2 + v * (16 + 4)
+    # two bands of 4 inputs, float64 results, two counts, output and its
+    # strips, a validity mask
+    assert plan.per_row == 2 * 4 * v * 2 + v * (24 + 2 * 2) + 4 * v
     assert plan.needed == plan.fixed + plan.per_row * 100
     # a tight budget lowers the band height to what fits
     budget = plan.fixed + plan.per_row * 37 + 10

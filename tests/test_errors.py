@@ -5,7 +5,7 @@
 Every case below must end with one clear line on stderr that names the file
 and the cause, exit status 1 (2 for argparse usage errors, 130 for Ctrl-C),
 no Python traceback, no OUTPUT written, any existing OUTPUT untouched and no
-temporary file (``.NAME.*.part``, ``.imgstack-*.raw``) left in the output
+temporary file (``.imgstack-*.tmp``) left in the output
 directory (CONTRACT.md sections 1 and 3).
 """
 
@@ -214,10 +214,7 @@ def assert_error(
 
 def temporaries(directory: Path | str) -> list[str]:
     """Temporary files of imgstack in a directory."""
-    return sorted(
-        glob.glob(os.path.join(glob.escape(str(directory)), '.*.part'))
-        + glob.glob(os.path.join(glob.escape(str(directory)), '.imgstack-*.raw'))
-    )
+    return sorted(glob.glob(os.path.join(glob.escape(str(directory)), '.imgstack-*')))
 
 
 def segments(path: str) -> tuple[list[int], list[int]]:
@@ -286,14 +283,14 @@ def test_input_unreadable_even_as_root(tmp_path, capsys, monkeypatch):
     # root reads a chmod 000 file: let the system refuse it instead, as it
     # would refuse anyone else
     a, b = pair(tmp_path)
-    real_open = open
+    real_open = os.open
 
     def refusing_open(file, *args, **kwargs):
         if os.fspath(file) == b:
             raise PermissionError(13, 'Permission denied', b)
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr('builtins.open', refusing_open)
+    monkeypatch.setattr(os, 'open', refusing_open)
     out = tmp_path / 'out.tif'
     guard = Guard(out)
     result = run_main(capsys, out, a, b)
@@ -564,10 +561,14 @@ def test_output_directory_refuses_files_even_as_root(tmp_path, capsys, monkeypat
     locked.mkdir()
     out = locked / 'out.tif'
 
-    def refusing_mkstemp(*args, **kwargs):
-        raise PermissionError(13, 'Permission denied', str(locked))
+    real_open = os.open
 
-    monkeypatch.setattr(imgstack.tempfile, 'mkstemp', refusing_mkstemp)
+    def refusing_open(file, flags, *args, **kwargs):
+        if os.path.dirname(os.fspath(file)) == str(locked) and flags & os.O_CREAT:
+            raise PermissionError(13, 'Permission denied', os.fspath(file))
+        return real_open(file, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, 'open', refusing_open)
     guard = Guard(out)
     result = run_main(capsys, out, a, b)
     assert_error(result, guard, str(locked), words=['cannot create a file here', 'permission denied'],
@@ -857,10 +858,17 @@ def test_ctrl_c_while_stacking(tmp_path, big_frames, source, trigger, delay, exi
         out.write_bytes(b'precious')
         args.append('--force')
     guard = Guard(out, outdir / 'rejected.tif')
-    pattern = '.*.part' if trigger == 'part' else '.imgstack-*.raw'
-
     def started(pid: int) -> bool:
-        return bool(glob.glob(os.path.join(glob.escape(str(outdir)), pattern)))
+        if trigger == 'part':  # the output's temporary file exists
+            return bool(temporaries(outdir))
+        # decoding beforehand: an unlinked temporary file is open
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f'/proc/{pid}/fd'):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f'/proc/{pid}/fd/{fd}')
+                    if '.imgstack-' in target and target.endswith('(deleted)'):
+                        return True
+        return False
 
     result, sent = _interrupt([*args, out, *big_frames[source]], outdir, started, delay)
     assert sent, f'the run ended before SIGINT: {result.err}'

@@ -319,15 +319,17 @@ def test_single_strip_decoded_once_to_temporary_file(tmp_path, monkeypatch):
     made = []
     real = imgstack.predecode
 
-    def spy(frame, path, stream=False):
-        raw = real(frame, path, stream)
-        made.append(raw.path)
-        assert os.path.exists(raw.path)
+    def spy(frame, fd, stream=False, cancel=None, directory=None):
+        raw = real(frame, fd, stream, cancel, directory)
+        made.append(raw.fd)
+        # the decoded copy has no name: nothing to leave behind, even after SIGKILL
+        assert os.fstat(raw.fd).st_nlink == 0
+        assert not [p for p in os.listdir(tmp_path) if p.startswith('.imgstack-')]
         return raw
 
     monkeypatch.setattr(imgstack, 'predecode', spy)
     out = stacked(tmp_path, paths, rows=8)
-    assert len(made) == 5 and not any(os.path.exists(p) for p in made)
+    assert len(made) == 5
     plain = stacked(tmp_path, write(tmp_path, stack, 'plain', **RGB), 'plain.tif', rows=8)
     np.testing.assert_array_equal(tifffile.imread(out), tifffile.imread(plain))
 
@@ -371,11 +373,14 @@ def test_strip_decoded_in_pieces_equals_whole(tmp_path, dtype, kwargs):
     frame = imgstack.open_frame(path)
     assert frame.streamable
     raw_path = str(tmp_path / 'raw')
-    open(raw_path, 'wb').close()
-    raw = imgstack.predecode(frame, raw_path, stream=True)
+    fd = os.open(raw_path, os.O_RDWR | os.O_CREAT)
+    try:
+        raw = imgstack.predecode(frame, fd, stream=True)
+    finally:
+        os.close(fd)
     decoded = np.fromfile(raw_path, frame.dtype).reshape(image.shape)
     np.testing.assert_array_equal(decoded, image)
-    assert raw.raw and raw.path == raw_path
+    assert raw.raw and raw.fd == fd and raw.path == path
 
 
 def test_corrupt_stream_names_rows(tmp_path):
@@ -386,9 +391,11 @@ def test_corrupt_stream_names_rows(tmp_path):
     with open(path, 'r+b') as fh:
         fh.seek(int(frame.offsets[0]) + int(frame.bytecounts[0]) // 2)
         fh.write(b'\x00\xff' * 64)
-    open(tmp_path / 'raw', 'wb').close()
+    frame = imgstack.open_frame(path)  # the file changed: read its header again
+    fd = os.open(tmp_path / 'raw', os.O_RDWR | os.O_CREAT)
     with pytest.raises(ImgstackError, match=r'in.tif: corrupt .*data in rows \d+-299'):
-        imgstack.predecode(frame, str(tmp_path / 'raw'), stream=True)
+        imgstack.predecode(frame, fd, stream=True)
+    os.close(fd)
 
 
 @pytest.mark.parametrize('block', [1, 1000, 1 << 21])

@@ -316,8 +316,8 @@ class Method:
             msg = f"center must be 'mean' or 'median', not {self.center!r}"
             raise ValueError(msg)
         low, high = _pair(self.percentile, 'percentile')
-        if not (0 <= low < 1 and 0 <= high):
-            msg = f'percentile must be LOW:HIGH with 0 <= LOW < 1 and HIGH >= 0, not {low}:{high}'
+        if not (0 <= low < 1 and 0 <= high < 1):
+            msg = f'percentile must be LOW:HIGH, fractions of the median from 0 to below 1, not {low}:{high}'
             raise ValueError(msg)
         low, high = _pair(self.minmax, 'minmax')
         if not (low == int(low) and high == int(high) and low >= 0 and high >= 0):
@@ -726,7 +726,7 @@ class _Chunk:
         self.invalid = bad
         # sort each point's values, invalid ones last: the transposed copy
         # sorts along contiguous rows, 2-3x faster than along the frame axis
-        t = np.ascontiguousarray(work.T)
+        t = np.array(work.T, order='C')  # a copy, even of one column
         if bad is not None:
             fill = np.nan if t.dtype.kind == 'f' else np.iinfo(t.dtype).max
             t[bad.T] = fill
@@ -934,11 +934,13 @@ class _Chunk:
         r[~keep] = 0.0
         count = keep.sum(axis=0)
         with np.errstate(invalid='ignore', divide='ignore'):
+            # centred sums (two passes): exact for a line through integers
             mr, my = r.sum(axis=0) / count, y.sum(axis=0) / count
-            srr = (r * r).sum(axis=0) / count - mr * mr
-            sry = (r * y).sum(axis=0) / count - mr * my
-            slope = np.where(srr > 0, sry / srr, 0.0)
-            res = np.where(keep, y - (my + slope * (r - mr)), 0.0)
+            dr = np.where(keep, r - mr, 0.0)
+            dy = np.where(keep, y - my, 0.0)
+            srr = (dr * dr).sum(axis=0)
+            slope = np.where(srr > 0, (dr * dy).sum(axis=0) / srr, 0.0)
+            res = np.where(keep, dy - slope * dr, 0.0)
             d = np.abs(res).sum(axis=0) / count
             m = self.method
             low = keep & (res < -m.sigma_low * d)
@@ -1017,15 +1019,19 @@ class _Chunk:
             low = np.where(empty, np.minimum(a, k), a)
         rejected = np.where(empty, k, k - count)
         combine = self.method.combine
-        if self.weights is not None and combine == 'mean':
+        if self.weights is not None and (combine == 'mean' or empty.any()):
             kept, _, _ = self.kept_in_frame_order()
             fallback = ~self.invalid if self.invalid is not None else np.ones_like(kept)
             use = np.where(empty, fallback, kept)
             values = np.where(use, self.frames, 0)
             w = np.where(use, self.weights, 0.0)
             with np.errstate(invalid='ignore', divide='ignore'):
-                result = (w * values).sum(axis=0) / w.sum(axis=0)
-            return np.where(k > 0, result, 0.0), rejected, low
+                weighted = (w * values).sum(axis=0) / w.sum(axis=0)
+            if combine == 'mean':
+                return np.where(k > 0, weighted, 0.0), rejected, low
+            self.weights = None  # the other combinations are unweighted
+            result, rejected, low = self.combine()
+            return np.where(empty, np.where(k > 0, weighted, 0.0), result), rejected, low
         mean = None
         if combine == 'mean' or empty.any():
             window = (rows >= a) & (rows < b) if keep is None else keep
@@ -1068,7 +1074,8 @@ class _Chunk:
         n, c = x.shape
         valid = np.ones((n, c), bool) if self.invalid is None else ~self.invalid
         if self.keep is not None:  # linear may reject inside the window
-            order = np.argsort(self.sorted_native, axis=1, kind='stable')
+            fill = np.inf if x.dtype.kind == 'f' else np.iinfo(x.dtype).max
+            order = np.argsort(np.where(valid, x, fill).T, axis=1, kind='stable')
             kept = np.zeros((c, n), bool)
             low = np.zeros((c, n), bool)
             np.put_along_axis(kept, order, self.keep.T, axis=1)

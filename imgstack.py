@@ -498,6 +498,10 @@ def stack_array(
     if stack.ndim < 1 or stack.shape[0] < 1:
         msg = f'stack must have at least one image, not shape {stack.shape!r}'
         raise ValueError(msg)
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.number)) \
+            or not (math.isfinite(sigma) and sigma > 0):
+        msg = f'sigma must be finite and > 0, not {sigma!r}'
+        raise ValueError(msg)
     method = Method(
         reject=reject, combine=combine,
         sigma_low=sigma if sigma_low is None else sigma_low,
@@ -505,10 +509,6 @@ def stack_array(
         iterations=iterations, center=center, percentile=percentile,
         minmax=minmax, gesd=gesd,
     )
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.number)) \
-            or not (math.isfinite(sigma) and sigma > 0):
-        msg = f'sigma must be finite and > 0, not {sigma!r}'
-        raise ValueError(msg)
     n = stack.shape[0]
     if stack.dtype.kind not in 'iuf' or stack.dtype.itemsize > 8:
         stack = stack.astype(np.float64)
@@ -738,33 +738,50 @@ class _Chunk:
         rows = np.arange(n)[:, np.newaxis]
         inside = rows < self.k
         self.inside = None if bad is None else inside
-        # shifted by the median of the valid values: exact for small
-        # integers, and short sums (little cancellation) for floats
-        mid = np.take_along_axis(t, np.maximum((self.k - 1) // 2, 0)[:, np.newaxis], 1)[:, 0]
-        self.shift = np.where(self.k > 0, mid, 0).astype(np.float64)
-        s = t.T.astype(np.float64)
-        s -= self.shift
-        if bad is not None:
-            s[~inside] = np.nan
-        self.s = s
-        self.exact = x.dtype.kind in 'iu' and x.dtype.itemsize <= 2 and factor is None
-        z = s if bad is None else np.where(inside, s, 0.0)
-        self.up1, self.lo1 = self._prefix(z, rows)
-        self.up2, self.lo2 = self._prefix(np.square(z), rows)
+        self.exact = work.dtype.kind in 'iu'
+        if self.exact:
+            # small integers stay in their type: sums of values and squares
+            # in float64 are exact integers (below 2**53), and so are the
+            # variances' numerators; invalid values (the type's maximum)
+            # lie past k, where no window reaches
+            self.shift = np.zeros(c)
+            self.s = np.ascontiguousarray(t.T)
+            self.up1, self.lo1 = self._prefix(self.s, rows)
+            self.up2, self.lo2 = self._prefix(self.s, rows, square=True)
+        else:
+            # floats: shifted by the median of the valid values, so that
+            # sums are short (little cancellation); invalid values are NaN
+            mid = np.take_along_axis(t, np.maximum((self.k - 1) // 2, 0)[:, np.newaxis], 1)[:, 0]
+            self.shift = np.where(self.k > 0, mid, 0).astype(np.float64)
+            s = t.T - self.shift
+            z = s if bad is None else np.where(inside, s, 0.0)
+            self.s = s
+            self.up1, self.lo1 = self._prefix(z, rows)
+            self.up2, self.lo2 = self._prefix(np.square(z), rows)
         self.a = np.zeros(c, np.int64)
         self.b = self.k.copy()
         self.keep: np.ndarray | None = None  # sorted rows kept (linear only)
         self.low_rows: np.ndarray | None = None  # sorted rows rejected low (linear)
 
-    def _prefix(self, z: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Prefix sums of z along the rows, anchored at the median row for
-        floats: ``sum(z[a:b]) = up[b] - up[a] + lo[a] - lo[b]`` where ``up``
-        sums rows from the median up and ``lo`` rows below it downwards, so
-        that a window's sum never subtracts values outside it."""
+    def _prefix(
+        self, z: np.ndarray, rows: np.ndarray, square: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Prefix sums of z (or its squares) along the rows, anchored at the
+        median row for floats: ``sum(z[a:b]) = up[b] - up[a] + lo[a] -
+        lo[b]`` where ``up`` sums rows from the median up and ``lo`` rows
+        below it downwards, so that a window's sum never subtracts values
+        outside it."""
         n, c = z.shape
         up = np.zeros((n + 1, c))
         if self.exact:
-            _cumsum_rows(z, up)
+            if square:
+                wide = np.dtype(f'{z.dtype.kind}{2 * z.dtype.itemsize}')
+                row = np.empty(c, wide)
+                for i in range(n):
+                    np.multiply(z[i], z[i], out=row, dtype=wide)
+                    np.add(up[i], row, out=up[i + 1])
+            else:
+                _cumsum_rows(z, up)
             return up, None
         m = np.maximum((self.k - 1) // 2, 0)
         upper = rows >= m
@@ -794,8 +811,8 @@ class _Chunk:
             return count, total / count, var
 
     def at(self, row: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """The sorted (shifted) value at ``row`` of the points idx."""
-        return self.s[np.clip(row, 0, self.n - 1), idx]
+        """The sorted (shifted) value at ``row`` of the points idx, float64."""
+        return self.s[np.clip(row, 0, self.n - 1), idx].astype(np.float64)
 
     def median(self, a: np.ndarray, b: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """Median of the windows (mean of the two middle values)."""
@@ -808,6 +825,15 @@ class _Chunk:
     def count_below(self, bound: np.ndarray, idx: np.ndarray, inclusive: bool) -> np.ndarray:
         """Number of valid values < bound (<= with inclusive) of points idx."""
         s = self.s if idx.size == self.s.shape[1] else self.s[:, idx]
+        k = self.k[idx]
+        if self.exact:  # x < lo is x <= ceil(lo) - 1, x <= hi is x <= floor(hi)
+            info = np.iinfo(s.dtype)
+            with np.errstate(invalid='ignore'):
+                edge = np.floor(bound) if inclusive else np.ceil(bound) - 1
+            none, every = ~(edge >= info.min), edge >= info.max  # NaN: none
+            edge = np.clip(np.nan_to_num(edge), info.min, info.max).astype(s.dtype)
+            count = (s <= edge).sum(axis=0, dtype=np.int64)
+            return np.where(none, 0, np.where(every, k, np.minimum(count, k)))
         with np.errstate(invalid='ignore'):
             hits = (s <= bound) if inclusive else (s < bound)
         return hits.sum(axis=0, dtype=np.int64)
@@ -1033,7 +1059,11 @@ class _Chunk:
             result, rejected, low = self.combine()
             return np.where(empty, np.where(k > 0, weighted, 0.0), result), rejected, low
         mean = None
-        if combine == 'mean' or empty.any():
+        if (combine == 'mean' or empty.any()) and self.exact and keep is None:
+            ma, mb = np.where(empty, 0, a), np.where(empty, k, b)  # exact sums
+            with np.errstate(invalid='ignore', divide='ignore'):
+                mean = (self.up1[mb, np.arange(a.size)] - self.up1[ma, np.arange(a.size)]) / (mb - ma)
+        elif combine == 'mean' or empty.any():
             window = (rows >= a) & (rows < b) if keep is None else keep
             window = np.where(empty, rows < k, window)
             with np.errstate(invalid='ignore', divide='ignore'):
@@ -1051,13 +1081,13 @@ class _Chunk:
                     return a + j
             at = np.arange(a.size)
             if combine == 'median':
-                lo = self.s[np.clip(nth(np.maximum(count - 1, 0) // 2), 0, n - 1), at]
-                hi = self.s[np.clip(nth(count // 2), 0, n - 1), at]
+                lo = self.at(nth(np.maximum(count - 1, 0) // 2), at)
+                hi = self.at(nth(count // 2), at)
                 result = (lo + hi) / 2 + self.shift
             elif combine == 'min':
-                result = self.s[np.clip(nth(np.zeros_like(count)), 0, n - 1), at] + self.shift
+                result = self.at(nth(np.zeros_like(count)), at) + self.shift
             else:
-                result = self.s[np.clip(nth(np.maximum(count - 1, 0)), 0, n - 1), at] + self.shift
+                result = self.at(nth(np.maximum(count - 1, 0)), at) + self.shift
             if mean is not None:
                 result = np.where(empty, mean, result)
         return np.where(k > 0, result, 0.0), rejected, low
@@ -1361,24 +1391,60 @@ def frame_statistics(sample: np.ndarray, valid: np.ndarray | None = None) -> Fra
     estimate on differences of horizontal neighbours divided by sqrt(2),
     which ignores stars, gradients and the sky level.
     """
-    x = np.asarray(sample, np.float64)
+    x = np.asarray(sample)
+    small = x.dtype.kind in 'iu' and x.dtype.itemsize <= 2
+    if not small:
+        x = x.astype(np.float64)
     channels = x.shape[-1]
-    ok = ~np.isnan(x)
+    ok = np.ones(x.shape, bool) if small else ~np.isnan(x)
     if valid is not None:
         ok &= np.asarray(valid, bool)
     location, scale, noise, count = (np.full(channels, np.nan) for _ in range(4))
+    median_mad = _median_mad_counted if small else _median_mad
     for ch in range(channels):
         v = x[..., ch][ok[..., ch]]
         count[ch] = v.size
         if v.size:
-            location[ch] = np.median(v)
-            scale[ch] = MAD_SCALE * np.median(np.abs(v - location[ch]))
+            location[ch], mad = median_mad(v)
+            scale[ch] = MAD_SCALE * mad
         if x.ndim >= 2 and x.shape[-2] > 1:
             xc, okc = x[..., ch], ok[..., ch]
+            if small:
+                xc = xc.astype(np.int32)
             diff = (xc[..., 1:] - xc[..., :-1])[okc[..., 1:] & okc[..., :-1]]
             if diff.size:
-                noise[ch] = MAD_SCALE * np.median(np.abs(diff - np.median(diff))) / math.sqrt(2)
+                noise[ch] = MAD_SCALE * median_mad(diff)[1] / math.sqrt(2)
     return FrameStats(location, scale, noise, count)
+
+
+def _median_mad(v: np.ndarray) -> tuple[float, float]:
+    """Median and median absolute deviation of float values."""
+    median = float(np.median(v))
+    return median, float(np.median(np.abs(v - median)))
+
+
+def _median_mad_counted(v: np.ndarray) -> tuple[float, float]:
+    """Median and MAD of integers from their histogram (exact, and several
+    times faster than sorting): distances are counted in halves, since a
+    median of an even count may lie halfway between two integers."""
+    low = int(v.min())
+    counts = np.bincount((v - low).astype(np.intp, copy=False))
+    values = np.arange(low, low + counts.size)
+    median = _counted_median(values, counts)
+    twice = np.abs(2 * values - int(round(2 * median)))
+    by_distance = np.bincount(twice, weights=counts)
+    mad = _counted_median(np.arange(by_distance.size), by_distance) / 2
+    return median, mad
+
+
+def _counted_median(values: np.ndarray, counts: np.ndarray) -> float:
+    """Median of sorted distinct values with counts (mean of the two middle
+    values for an even total)."""
+    cumulative = np.cumsum(counts)
+    total = cumulative[-1]
+    lo = values[np.searchsorted(cumulative, (total - 1) // 2, side='right')]
+    hi = values[np.searchsorted(cumulative, total // 2, side='right')]
+    return (float(lo) + float(hi)) / 2
 
 
 NORMALIZATIONS = ('none', 'additive', 'multiplicative', 'additive-scale')
@@ -1833,6 +1899,7 @@ def check_frames(frames: Sequence[Frame], no_alpha: bool) -> None:
             'layout': 'planar' if f.planar else 'chunky',
             'data type': f.dtype.name,
             'alpha channel': str(f.alpha_index(no_alpha)),
+            'photometric': PHOTOMETRICS[f.photometric],
         }
 
     want = describe(first)
@@ -2685,7 +2752,10 @@ def settings_from(
             codec = None if compress is None else parse_codec(compress)
         elif isinstance(compress, tuple) and len(compress) == 2 and isinstance(compress[0], str) \
                 and (compress[1] is None or _is_int(compress[1])):
-            codec = parse_codec(compress[0] + ('' if compress[1] is None else f':{compress[1]}'))
+            try:
+                codec = parse_codec(compress[0] + ('' if compress[1] is None else f':{compress[1]}'))
+            except ValueError as exc:
+                raise ValueError(f'compress: {exc}') from None
         else:
             msg = f"compress must be a codec such as 'zstd:9' or ('zstd', 9), not {compress!r}"
             raise ValueError(msg)
@@ -2871,7 +2941,7 @@ percentile, minmax, gesd
         directory = os.path.dirname(os.path.abspath(output))
         job.frames = _predecoded(frames, plan, directory, stack, report)
         job.statistics(need_stats)
-        temps = [temporary_file(os.path.dirname(os.path.abspath(t)), stack)
+        temps = [temporary_file(os.path.dirname(os.path.abspath(t)), stack, target=t)
                  for t in [output, *extras.values()]]
         names = list(extras)
         rmap = temps[1 + names.index('rejection_map')] if 'rejection_map' in extras else None
@@ -3241,12 +3311,15 @@ class Job:
                 del counts
             del core
             strips = [out[j:j + plan.strip_rows] for j in range(0, r1 - r0, plan.strip_rows)]
-            yield from workers.map(encode, strips)
+            encoded = list(workers.map(encode, strips))
             del out, strips
+            # before the strips go: the writer takes the last one and stops
             done += r1 - r0
             self.report.progress(done, total_rows, n, done * n * first.row_bytes)
             if self.callback is not None:
                 self.callback(done, total_rows)
+            yield from encoded
+            del encoded
 
 
 def _opaque(dtype: np.dtype) -> float:
@@ -3328,17 +3401,22 @@ class Temporary:
     path: str
     fd: int
     file: Any  # a binary file object on fd (not closing it)
+    target: str = ''  # the file it becomes, for messages
 
 
 TEMP_PREFIX = '.imgstack-'
 """Temporary files are ``.imgstack-XXXXXXXX.tmp`` beside their target."""
 
 
-def temporary_file(directory: str, stack: contextlib.ExitStack, *, keep_name: bool = True) -> Temporary:
+def temporary_file(
+    directory: str, stack: contextlib.ExitStack, *, keep_name: bool = True, target: str = '',
+) -> Temporary:
     """Create a temporary file in directory, removed when stack closes
     (unless published first); Ctrl-C cannot fall between making and
-    registering it.  Without ``keep_name`` the name is removed at once and
-    only the descriptor is kept: nothing is left even after SIGKILL.
+    registering it.  Without ``keep_name`` the file has no name (Linux's
+    O_TMPFILE; elsewhere its name is removed at once): nothing is left
+    even after SIGKILL, and nobody can swap it.  ``target`` is the file it
+    will become, named in messages.
 
     Raises
     ------
@@ -3347,6 +3425,11 @@ def temporary_file(directory: str, stack: contextlib.ExitStack, *, keep_name: bo
     """
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | BINARY | getattr(os, 'O_NOFOLLOW', 0)
     with critical():
+        if not keep_name and hasattr(os, 'O_TMPFILE'):
+            with contextlib.suppress(OSError):  # not every file system has it
+                fd = os.open(directory, os.O_TMPFILE | os.O_RDWR, 0o600)
+                stack.callback(os.close, fd)
+                return Temporary(directory, fd, None, target or directory)
         for _ in range(100):
             path = os.path.join(directory, f'{TEMP_PREFIX}{secrets.token_hex(4)}.tmp')
             try:
@@ -3370,7 +3453,7 @@ def temporary_file(directory: str, stack: contextlib.ExitStack, *, keep_name: bo
         raw.name = path  # tifffile asks a file object for its name
         fh = io.BufferedRandom(raw)
         stack.callback(fh.close)
-    return Temporary(path, fd, fh)
+    return Temporary(path, fd, fh, target or path)
 
 
 def _remove_own(path: str, identity: os.stat_result) -> None:
@@ -3419,14 +3502,7 @@ def _umask() -> int:
 def _publish(temps: Sequence[Temporary], targets: Sequence[str], force: bool, cli: bool) -> None:
     exists = f'exists: name another OUTPUT, or add {_flag("force", cli)} to replace it'
     if force:
-        for target in targets:
-            if os.path.lexists(target) and not os.path.isfile(target):
-                raise ImgstackError(target, 'exists and is not a regular file')
-            directory = os.path.dirname(os.path.abspath(target))
-            if not os.access(directory, os.W_OK | os.X_OK):
-                raise ImgstackError(target, f'directory {directory} is not writable')
-        for temp, target in zip(temps, targets):
-            os.replace(temp.path, target)
+        _replace_all(temps, targets)
         return
     done: list[str] = []
     try:
@@ -3445,6 +3521,51 @@ def _publish(temps: Sequence[Temporary], targets: Sequence[str], force: bool, cl
             with contextlib.suppress(OSError):
                 os.unlink(target)
         raise
+
+
+def _replace_all(temps: Sequence[Temporary], targets: Sequence[str]) -> None:
+    """Rename the temporaries over their targets, all or none: each file
+    replaced is first kept under a hard link (a temporary name), and put
+    back if a later target cannot be replaced.
+
+    Raises
+    ------
+    ImgstackError
+        A target is not a regular file.
+    """
+    for target in targets:
+        if os.path.lexists(target) and not os.path.isfile(target):
+            raise ImgstackError(target, 'exists and is not a regular file')
+    done: list[tuple[str, str | None]] = []
+    try:
+        for temp, target in zip(temps, targets):
+            backup = None
+            if os.path.lexists(target):
+                backup = os.path.join(os.path.dirname(temp.path),
+                                      f'{TEMP_PREFIX}{secrets.token_hex(4)}.old')
+                try:
+                    os.link(target, backup, follow_symlinks=False)
+                except OSError:
+                    backup = None  # no hard links: replaced without a way back
+            try:
+                os.replace(temp.path, target)
+            except OSError as exc:
+                if backup is not None:
+                    os.unlink(backup)
+                raise ImgstackError(target, f'cannot replace it ({exc.strerror or exc})') from exc
+            done.append((target, backup))
+    except BaseException:
+        for target, backup in reversed(done):
+            with contextlib.suppress(OSError):
+                if backup is None:
+                    os.unlink(target)
+                else:
+                    os.replace(backup, target)
+        raise
+    for _, backup in done:
+        if backup is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(backup)
 
 
 def _link(temp: Temporary, target: str) -> None:
@@ -3625,7 +3746,7 @@ def _write_map_band(
                 per_pixel += before
             _pwrite_all(temp.fd, np.minimum(per_pixel, 65535).astype(np.uint16), at)
     except OSError as exc:
-        raise ImgstackError(temp.path, f'cannot write the rejection map ({exc.strerror or exc})') from exc
+        raise ImgstackError(temp.target, f'cannot write the rejection map ({exc.strerror or exc})') from exc
 
 
 def compressed_map(
@@ -3644,7 +3765,7 @@ def compressed_map(
     temp.file.seek(0)  # tifffile reads an open file from where it stands
     with tifffile.TiffFile(temp.file, name=temp.path) as tif:
         offsets = [int(p.dataoffsets[0]) for p in tif.pages]
-    target = temporary_file(os.path.dirname(temp.path), stack)
+    target = temporary_file(os.path.dirname(temp.path), stack, target=temp.target)
     row_bytes = first.width * 2
 
     def strips(offset: int) -> Iterator[bytes]:
@@ -3688,6 +3809,8 @@ def make_frames(
     trails: Sequence[int] = (3,),
     seed: int = 1,
     drift: float = 0.0,
+    electrons: float = 4000.0,
+    read_noise: float = 0.002,
 ) -> Iterator[np.ndarray]:
     """Yield synthetic aligned frames of one star field, one by one.
 
@@ -3712,6 +3835,11 @@ def make_frames(
         the sky level follows a trend of +-drift (plus jitter), its
         gradient turns and strengthens, and thin cloud dims whole frames
         by up to 1.5 * drift.  0 gives frames of one steady sky.
+    electrons : float
+        Electrons at full scale: sets the Poisson noise (more electrons,
+        less noise relative to the signal).
+    read_noise : float
+        Read noise, as a fraction of full scale.
     """
     dtype = np.dtype(dtype)
     rng = np.random.default_rng(seed)
@@ -3727,7 +3855,7 @@ def make_frames(
         yy, xx = y[r0:r1, c0:c1] - cy, x[r0:r1, c0:c1] - cx
         stars[r0:r1, c0:c1] += flux * np.exp(-(yy * yy + xx * xx) / 2.0)
     scene = sky + stars
-    gain = 4000.0 / top  # electrons per unit: sets the Poisson noise
+    gain = electrons / top  # electrons per unit: sets the Poisson noise
     colour = np.linspace(1.0, 0.8, channels, dtype=np.float32)
     trend = np.linspace(-1.0, 1.0, count) + rng.normal(0, 0.2, count)
     for index in range(count):
@@ -3739,7 +3867,7 @@ def make_frames(
             clouds = 1 - 1.5 * drift * rng.uniform(0, 1)
             image = ((level + stars)[..., None] * colour) * clouds
         image = rng.poisson(np.clip(image, 0, None) * gain).astype(np.float32) / gain
-        image += rng.normal(0, 0.002 * top, image.shape).astype(np.float32)
+        image += rng.normal(0, read_noise * top, image.shape).astype(np.float32)
         spots = max(height * width // 5000, 1)
         for kind in range(2):  # hot pixels, then cosmic-ray hits
             ys = rng.integers(0, height, spots)
@@ -4022,9 +4150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f'--center applies to --reject sigma only, not --reject {args.reject}')
     # tifffile logs what it repairs in damaged files; our errors say what matters
     logging.getLogger('tifffile').setLevel(logging.CRITICAL + 1)
-    handler = Interrupts()
+    installed = signal.getsignal(signal.SIGINT)
+    handler = installed if isinstance(installed, Interrupts) else Interrupts()
     previous = {}
-    if threading.current_thread() is threading.main_thread():
+    if handler is not installed and threading.current_thread() is threading.main_thread():
         previous = {signum: signal.signal(signum, handler) for signum in SIGNALS}
     try:
         with warnings.catch_warnings():
@@ -4108,12 +4237,18 @@ def format_frame_table(table: list[dict[str, Any]]) -> str:
 
 
 if __name__ == '__main__':
+    # one handler for the whole process: once the outputs are published,
+    # a late Ctrl-C changes nothing
+    _handler = Interrupts()
     for _signum in SIGNALS:
-        signal.signal(_signum, signal.default_int_handler)
+        signal.signal(_signum, _handler)
     try:
         sys.exit(main())
-    except KeyboardInterrupt:  # before main() took over the signals
-        sys.stderr.write('imgstack: interrupted; nothing written\n')
-        sys.exit(130)
+    except KeyboardInterrupt as _exc:  # before main() caught it
+        if _handler.done:
+            sys.exit(0)
+        _signum = getattr(_exc, 'signum', signal.SIGINT)
+        sys.stderr.write(f'imgstack: {SIGNALS.get(_signum, "interrupted")}; nothing written\n')
+        sys.exit(128 + _signum)
     except BrokenPipeError:
         sys.exit(1)

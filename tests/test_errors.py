@@ -866,7 +866,7 @@ def test_ctrl_c_while_stacking(tmp_path, big_frames, source, trigger, delay, exi
             for fd in os.listdir(f'/proc/{pid}/fd'):
                 with contextlib.suppress(OSError):
                     target = os.readlink(f'/proc/{pid}/fd/{fd}')
-                    if '.imgstack-' in target and target.endswith('(deleted)'):
+                    if target.startswith(str(outdir)) and target.endswith('(deleted)'):
                         return True
         return False
 

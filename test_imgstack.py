@@ -224,8 +224,10 @@ def test_asymmetric_factors():
 
 
 def test_settings_are_checked():
-    with pytest.raises(ValueError, match='sigma_low'):
+    with pytest.raises(ValueError, match='^sigma must'):  # named as given
         sigma_clipped_mean(np.zeros((3, 2)), sigma=0)
+    with pytest.raises(ValueError, match='sigma_low'):
+        sigma_clipped_mean(np.zeros((3, 2)), sigma_low=0)
     with pytest.raises(ValueError, match='sigma_high'):
         sigma_clipped_mean(np.zeros((3, 2)), sigma_high=math.inf)
     with pytest.raises(ValueError, match='iterations'):
@@ -452,3 +454,24 @@ def test_property_streamed_equals_in_memory_and_reference(
     ref, ref_rejected = reference(stack, True, low, high, iterations, center)
     np.testing.assert_allclose(want, ref, rtol=1e-12, atol=1e-9)
     assert rejected == ref_rejected
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('center', ['mean', 'median'])
+@pytest.mark.parametrize('with_valid', [False, True])
+def test_fast_path_equals_window_core(dtype, center, with_valid):
+    """The default method's threshold fast path (no sort) gives the window
+    core's result, counts and low counts, point by point."""
+    stack = random_stack(dtype, (23, 17), n=15, seed=5)
+    values = stack.reshape(15, -1)
+    valid = None
+    if with_valid:
+        valid = np.random.default_rng(2).random(values.shape) > 0.1
+    method = imgstack.Method(sigma_low=2.0, sigma_high=2.3, iterations=4, center=center)
+    fast = imgstack.clip_points(values, valid, method)
+    core = imgstack.clip_points(values, valid, method, want_mask=True)  # no fast path
+    np.testing.assert_array_equal(fast.rejected, core.rejected)
+    np.testing.assert_array_equal(fast.low, core.low)
+    np.testing.assert_allclose(fast.result, core.result, rtol=1e-12, atol=1e-9)
+    assert fast.passes == core.passes
+    assert fast.rejected.sum() > 0 and fast.low.sum() > 0

@@ -699,10 +699,10 @@ def chunk_points(
 
 
 SCRATCH_PER_VALUE = 72
-"""Bytes of scratch per value of a chunk: the sorted values (8), their
-transposed copy (8), two prefix sums and their lower halves (4 x 8), the
-frame-order copy with normalization (8), a masked temporary (8) and masks
-(8 x 1)."""
+"""Bytes of scratch per value of a chunk, at most: the sorted values (8),
+their transposed copy (8), two prefix sums and their lower halves (4 x 8,
+for the methods that ask for them), the frame-order copy with
+normalization (8), a masked temporary (8) and masks (8 x 1)."""
 
 
 class _Chunk:
@@ -766,18 +766,16 @@ class _Chunk:
             # lie past k, where no window reaches
             self.shift = np.zeros(c)
             self.s = np.ascontiguousarray(t.T)
-            self.up1, self.lo1 = self._prefix(self.s, rows)
-            self.up2, self.lo2 = self._prefix(self.s, rows, square=True)
+            self._z = self.s
         else:
             # floats: shifted by the median of the valid values, so that
             # sums are short (little cancellation); invalid values are NaN
             mid = np.take_along_axis(t, np.maximum((self.k - 1) // 2, 0)[:, np.newaxis], 1)[:, 0]
             self.shift = np.where(self.k > 0, mid, 0).astype(np.float64)
             s = t.T - self.shift
-            z = s if bad is None else np.where(inside, s, 0.0)
+            self._z = s if bad is None else np.where(inside, s, 0.0)
             self.s = s
-            self.up1, self.lo1 = self._prefix(z, rows)
-            self.up2, self.lo2 = self._prefix(np.square(z), rows)
+        self._sums: tuple[np.ndarray, ...] | None = None  # prefix sums, made when asked
         self.a = np.zeros(c, np.int64)
         self.b = self.k.copy()
         self.keep: np.ndarray | None = None  # sorted rows kept (linear only)
@@ -803,6 +801,8 @@ class _Chunk:
             else:
                 _cumsum_rows(z, up)
             return up, None
+        if square:
+            z = np.square(z)
         m = np.maximum((self.k - 1) // 2, 0)
         upper = rows >= m
         _cumsum_rows(np.where(upper, z, 0.0), up)
@@ -811,6 +811,18 @@ class _Chunk:
         for i in range(n - 1, -1, -1):
             np.add(lo[i + 1], below[i], out=lo[i])
         return up, lo
+
+    @property
+    def sums(self) -> tuple[np.ndarray, ...]:
+        """Prefix sums of the values and of their squares (`_prefix`), made
+        for the methods that ask for window means and spreads."""
+        if self._sums is None:
+            rows = np.arange(self.n)[:, np.newaxis]
+            z = self._z
+            up1, lo1 = self._prefix(z, rows)
+            up2, lo2 = self._prefix(z, rows, square=True)
+            self._sums = (up1, lo1, up2, lo2)
+        return self._sums
 
     def window_sum(self, up: np.ndarray, lo: np.ndarray | None, a: np.ndarray, b: np.ndarray,
                    idx: np.ndarray) -> np.ndarray:
@@ -823,8 +835,9 @@ class _Chunk:
     def stats(self, a: np.ndarray, b: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, ...]:
         """Count, mean and variance (divisor count) of windows; NaN where empty."""
         count = b - a
-        total = self.window_sum(self.up1, self.lo1, a, b, idx)
-        squares = self.window_sum(self.up2, self.lo2, a, b, idx)
+        up1, lo1, up2, lo2 = self.sums
+        total = self.window_sum(up1, lo1, a, b, idx)
+        squares = self.window_sum(up2, lo2, a, b, idx)
         with np.errstate(invalid='ignore', divide='ignore'):
             # exact for small integers: one rounding, in the division
             var = np.maximum(count * squares - total * total, 0.0) / (count * count)
@@ -832,7 +845,8 @@ class _Chunk:
 
     def at(self, row: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """The sorted (shifted) value at ``row`` of the points idx, float64."""
-        return self.s[np.clip(row, 0, self.n - 1), idx].astype(np.float64)
+        row = np.minimum(np.maximum(row, 0), self.n - 1)
+        return self.s[row, idx].astype(np.float64)
 
     def median(self, a: np.ndarray, b: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """Median of the windows (mean of the two middle values)."""
@@ -850,8 +864,8 @@ class _Chunk:
             info = np.iinfo(s.dtype)
             with np.errstate(invalid='ignore'):
                 edge = np.floor(bound) if inclusive else np.ceil(bound) - 1
-            none, every = ~(edge >= info.min), edge >= info.max  # NaN: none
-            edge = np.clip(np.nan_to_num(edge), info.min, info.max).astype(s.dtype)
+                none, every = ~(edge >= info.min), edge >= info.max  # NaN: none
+            edge = np.where(none | every, 0, edge).astype(s.dtype)
             count = (s <= edge).sum(axis=0, dtype=np.int64)
             return np.where(none, 0, np.where(every, k, np.minimum(count, k)))
         with np.errstate(invalid='ignore'):
@@ -959,8 +973,9 @@ class _Chunk:
             ia = np.clip(self.count_below(lo, i, False), aa, bb)
             ib = np.clip(self.count_below(hi, i, True), ia, bb)
             n_lo, n_hi, cnt = ia - aa, bb - ib, bb - aa
-            total = self.window_sum(self.up1, self.lo1, ia, ib, i) + n_lo * lo + n_hi * hi
-            second = (self.window_sum(self.up2, self.lo2, ia, ib, i)
+            up1, lo1, up2, lo2 = self.sums
+            total = self.window_sum(up1, lo1, ia, ib, i) + n_lo * lo + n_hi * hi
+            second = (self.window_sum(up2, lo2, ia, ib, i)
                       + n_lo * lo * lo + n_hi * hi * hi)
             with np.errstate(invalid='ignore', divide='ignore'):
                 mean = total / cnt
@@ -1080,15 +1095,20 @@ class _Chunk:
             result, rejected, low = self.combine()
             return np.where(empty, np.where(k > 0, weighted, 0.0), result), rejected, low
         mean = None
-        if (combine == 'mean' or empty.any()) and self.exact and keep is None:
-            ma, mb = np.where(empty, 0, a), np.where(empty, k, b)  # exact sums
+        if (combine == 'mean' or empty.any()) and self._sums is not None and keep is None:
+            ma, mb = np.where(empty, 0, a), np.where(empty, k, b)
+            at = np.arange(a.size)
             with np.errstate(invalid='ignore', divide='ignore'):
-                mean = (self.up1[mb, np.arange(a.size)] - self.up1[ma, np.arange(a.size)]) / (mb - ma)
+                mean = self.window_sum(self._sums[0], self._sums[1], ma, mb, at) / (mb - ma)
+                mean += self.shift
         elif combine == 'mean' or empty.any():
             window = (rows >= a) & (rows < b) if keep is None else keep
             window = np.where(empty, rows < k, window)
             with np.errstate(invalid='ignore', divide='ignore'):
-                total = np.where(window, self.s, 0.0).sum(axis=0)
+                if self.exact:  # exact integer sums
+                    total = (self.s * window).sum(axis=0, dtype=np.int64)
+                else:
+                    total = np.where(window, self.s, 0.0).sum(axis=0)
                 mean = total / window.sum(axis=0) + self.shift
         if combine == 'mean':
             result = mean

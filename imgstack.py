@@ -921,47 +921,53 @@ class _Chunk:
         return self._apply(idx, c, MAD_SCALE * self.mad(a, b, c, idx))
 
     def mad(self, a: np.ndarray, b: np.ndarray, c: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """Median absolute deviation from c of the windows: the distances
-        are two sorted runs (below and above c), merged by binary search."""
+        """Median absolute deviation from c of the windows.
+
+        The distances are two sorted runs: ``left[j] = c - s[p-1-j]`` below
+        c and ``right[j] = s[p+j] - c`` above it.  A binary search finds how
+        many of the q+1 smallest distances come from the left run (q the
+        lower middle); the upper middle is the next one in merged order.
+        """
         count = b - a
         p = np.clip(self.count_below(c, idx, False), a, b)
-        first = self._kth_distance((count - 1) // 2, a, b, p, c, idx)
-        second = self._kth_distance(count // 2, a, b, p, c, idx)
-        with np.errstate(invalid='ignore'):  # inf - inf where nothing is left
-            return np.where(count > 0, (first + second) / 2, np.nan)
-
-    def _kth_distance(self, q: np.ndarray, a: np.ndarray, b: np.ndarray, p: np.ndarray,
-                      c: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """The q-th smallest (0-based) |x - c| over rows a..b-1, where rows
-        below p are < c: left[j] = c - s[p-1-j], right[j] = s[p+j] - c."""
         nl, nr = p - a, b - p
-        lo = np.maximum(0, q + 1 - nr)
-        hi = np.minimum(q + 1, nl)
-        inf = np.inf
+        q = np.maximum(count - 1, 0) // 2
+        lo, hi = np.maximum(0, q + 1 - nr), np.minimum(q + 1, nl)
 
-        def left(j: np.ndarray) -> np.ndarray:
-            return np.where((j >= 0) & (j < nl), c - self.at(p - 1 - j, idx), np.where(j < 0, -inf, inf))
+        def left(j: np.ndarray, w: np.ndarray) -> np.ndarray:
+            inside = (j >= 0) & (j < nl[w])
+            return np.where(inside, c[w] - self.at(p[w] - 1 - j, idx[w]),
+                            np.where(j < 0, -np.inf, np.inf))
 
-        def right(j: np.ndarray) -> np.ndarray:
-            return np.where((j >= 0) & (j < nr), self.at(p + j, idx) - c, np.where(j < 0, -inf, inf))
+        def right(j: np.ndarray, w: np.ndarray) -> np.ndarray:
+            inside = (j >= 0) & (j < nr[w])
+            return np.where(inside, self.at(p[w] + j, idx[w]) - c[w],
+                            np.where(j < 0, -np.inf, np.inf))
 
-        # t: how many of the q+1 smallest come from the left run
-        while True:
-            open_ = lo < hi
-            if not open_.any():
-                break
-            t = (lo + hi) // 2
-            more = left(t) < right(q - t)
-            lo = np.where(open_ & more, t + 1, lo)
-            hi = np.where(open_ & ~more, t, hi)
-        t = lo
-        return np.maximum(left(t - 1), right(q - t))
+        live = np.flatnonzero(lo < hi)
+        while live.size:  # only the points still searching
+            t = (lo[live] + hi[live]) // 2
+            more = left(t, live) < right(q[live] - t, live)
+            lo[live] = np.where(more, t + 1, lo[live])
+            hi[live] = np.where(more, hi[live], t)
+            live = live[lo[live] < hi[live]]
+        every = np.arange(idx.size)
+        with np.errstate(invalid='ignore'):  # inf - inf where nothing is left
+            first = np.maximum(left(lo - 1, every), right(q - lo, every))
+            after = np.minimum(left(lo, every), right(q + 1 - lo, every))
+            second = np.where(count % 2 == 0, after, first)
+            return np.where(count > 0, (first + second) / 2, np.nan)
 
     def _winsorized(self, idx: np.ndarray) -> np.ndarray:
         a, b = self.a[idx], self.b[idx]
         count, _, var = self.stats(a, b, idx)
         c = self.median(a, b, idx)
         d = np.sqrt(var)
+        up1, lo1, up2, lo2 = self.sums
+        # clamped copy: rows a..ia-1 become lo, rows ib..b-1 become hi; the
+        # clamps move little from round to round, so they are sought from
+        # where they were
+        ia, ib = a.copy(), b.copy()
         todo = np.flatnonzero(count > 0)
         for _ in range(WINSOR_MAX_ROUNDS):
             if not todo.size:
@@ -969,13 +975,13 @@ class _Chunk:
             i = idx[todo]
             aa, bb, cc, dd = a[todo], b[todo], c[todo], d[todo]
             lo, hi = cc - WINSOR_CLAMP * dd, cc + WINSOR_CLAMP * dd
-            # clamped copy: rows a..ia-1 become lo, rows ib..b-1 become hi
-            ia = np.clip(self.count_below(lo, i, False), aa, bb)
-            ib = np.clip(self.count_below(hi, i, True), ia, bb)
-            n_lo, n_hi, cnt = ia - aa, bb - ib, bb - aa
-            up1, lo1, up2, lo2 = self.sums
-            total = self.window_sum(up1, lo1, ia, ib, i) + n_lo * lo + n_hi * hi
-            second = (self.window_sum(up2, lo2, ia, ib, i)
+            ia[todo] = self._seek(ia[todo], lo, aa, bb, i, inclusive=False)
+            ib[todo] = self._seek(np.maximum(ib[todo], ia[todo]), hi, ia[todo], bb, i,
+                                  inclusive=True)
+            na, nb = ia[todo], ib[todo]
+            n_lo, n_hi, cnt = na - aa, bb - nb, bb - aa
+            total = self.window_sum(up1, lo1, na, nb, i) + n_lo * lo + n_hi * hi
+            second = (self.window_sum(up2, lo2, na, nb, i)
                       + n_lo * lo * lo + n_hi * hi * hi)
             with np.errstate(invalid='ignore', divide='ignore'):
                 mean = total / cnt
@@ -985,24 +991,51 @@ class _Chunk:
             todo = todo[~done]
         return self._apply(idx, c, d)
 
+    def _seek(self, pos: np.ndarray, bound: np.ndarray, low: np.ndarray, high: np.ndarray,
+              idx: np.ndarray, inclusive: bool) -> np.ndarray:
+        """The first row in low..high whose value is not < bound (<= with
+        inclusive), found by moving from pos (rows are sorted)."""
+        pos = np.minimum(np.maximum(pos, low), high)
+
+        def below(r: np.ndarray, w: np.ndarray) -> np.ndarray:
+            v = self.at(r, idx[w])
+            with np.errstate(invalid='ignore'):
+                return (v <= bound[w]) if inclusive else (v < bound[w])
+
+        w = np.flatnonzero(pos < high)
+        w = w[below(pos[w], w)]
+        while w.size:  # up, past values below the bound
+            pos[w] += 1
+            w = w[pos[w] < high[w]]
+            w = w[below(pos[w], w)]
+        w = np.flatnonzero(pos > low)
+        w = w[~below(pos[w] - 1, w)]
+        while w.size:  # down, back past values that are not below it
+            pos[w] -= 1
+            w = w[pos[w] > low[w]]
+            w = w[~below(pos[w] - 1, w)]
+        return pos
+
     def _linear(self, idx: np.ndarray) -> np.ndarray:
         if self.keep is None:
             self.keep = np.arange(self.n)[:, np.newaxis] < self.k
             self.low_rows = np.zeros_like(self.keep)
         keep = self.keep[:, idx]
-        s = self.s[:, idx]
-        y = np.where(keep, s, 0.0)
-        r = np.cumsum(keep, axis=0, dtype=np.float64)
-        r[~keep] = 0.0
         count = keep.sum(axis=0)
+        y = np.where(keep, self.s[:, idx], 0.0)
+        # ranks 1..count of the kept values, in order: their mean and spread
+        # are known, (count + 1) / 2 and count (count^2 - 1) / 12
+        r = np.empty(keep.shape)
+        rank = np.zeros(keep.shape[1])
+        for i in range(self.n):
+            rank += keep[i]
+            r[i] = rank
         with np.errstate(invalid='ignore', divide='ignore'):
-            # centred sums (two passes): exact for a line through integers
-            mr, my = r.sum(axis=0) / count, y.sum(axis=0) / count
-            dr = np.where(keep, r - mr, 0.0)
-            dy = np.where(keep, y - my, 0.0)
-            srr = (dr * dr).sum(axis=0)
-            slope = np.where(srr > 0, (dr * dy).sum(axis=0) / srr, 0.0)
-            res = np.where(keep, dy - slope * dr, 0.0)
+            dr = (r - (count + 1) / 2) * keep
+            my = y.sum(axis=0) / count
+            srr = count * (count * count - 1) / 12
+            slope = np.where(srr > 0, (dr * y).sum(axis=0) / srr, 0.0)
+            res = np.where(keep, y - my - slope * dr, 0.0)
             d = np.abs(res).sum(axis=0) / count
             m = self.method
             low = keep & (res < -m.sigma_low * d)
@@ -4112,7 +4145,9 @@ def run_demo(directory: str, reporter: Reporter, force: bool = False) -> int:
     count, trail = 12, 3
     paths = []
     frames = []
-    for i, image in enumerate(make_frames(count, trails=(trail,), drift=DEMO_DRIFT)):
+    night = make_frames(count, trails=(trail,), drift=DEMO_DRIFT, electrons=80_000,
+                        read_noise=0.0003)  # a camera's noise on a bright sky
+    for i, image in enumerate(night):
         path = os.path.join(directory, f'frame{i:02d}.tif')
         tifffile.imwrite(path, image, metadata=None)
         paths.append(path)
@@ -4135,16 +4170,22 @@ def run_demo(directory: str, reporter: Reporter, force: bool = False) -> int:
     levels = [float(np.median(f)) for f in frames]
     in_frame, *after = (
         float((image - sky)[on].mean()) for image in (stack[trail], plain, unnormalized, result))
+    rows = [
+        (f'in frame {trail}:', in_frame, ''),
+        ('plain average:', after[0], ''),
+        (f'sigma-clipped ({os.path.basename(raw)}):', after[1],
+         f'   ({before.percent:.2f}% of values rejected)'),
+        ('--normalize additive (stacked.tif):', after[2],
+         f'   ({stats.percent:.2f}% of values rejected)'),
+    ]
     reporter.say(
         f'wrote {count} frames into {directory}; frame {trail} has a satellite trail, and the\n'
         f'sky drifts from frame to frame (median level {min(levels):.0f} to {max(levels):.0f}).\n'
-        f'mean brightness along the trail above the sky there:\n'
-        f'  in frame {trail}:                              {in_frame:10.1f}\n'
-        f'  plain average:                          {after[0]:10.1f}\n'
-        f'  sigma-clipped ({os.path.basename(raw)}):  {after[1]:10.1f}'
-        f'   ({before.percent:.2f}% rejected: sky changes too)\n'
-        f'  --normalize additive (stacked.tif):     {after[2]:10.1f}'
-        f'   ({stats.percent:.2f}% rejected)\n'
+        'mean brightness along the trail above the sky there:\n'
+        + ''.join(f'  {label:<38}{value:10.1f}{note}\n' for label, value, note in rows)
+        + 'without normalization the changes of the sky widen the spread of every\n'
+        'point, and outliers hide in it; normalized, the sky of each frame is moved\n'
+        'to the mean level first, so that only outliers are rejected.\n'
         f'the count of rejected values per pixel is in {rmap}'
     )
     counts = tifffile.imread(rmap, key=0).astype(np.float64)

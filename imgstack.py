@@ -1232,7 +1232,7 @@ def _clip_chunk(
     ``kept`` is None while every value is kept.
     """
     exact = v.dtype.kind in 'iu' and v.dtype.itemsize <= 2
-    x = v if exact else v.astype(np.float64)
+    x = v if exact else np.asarray(v, np.float64)
     # for the median, sort each point's values once: sums do not depend on
     # the order, and the kept values of a point stay a run of its sorted
     # values (NaN sorts last), so each pass finds its median by index.
@@ -1631,24 +1631,27 @@ def frame_statistics(sample: np.ndarray, valid: np.ndarray | None = None) -> Fra
     if not small:
         x = x.astype(np.float64)
     channels = x.shape[-1]
-    ok = np.ones(x.shape, bool) if small else ~np.isnan(x)
+    ok = None if small else ~np.isnan(x)
     if valid is not None:
-        ok &= np.asarray(valid, bool)
+        valid = np.broadcast_to(np.asarray(valid, bool), x.shape)
+        ok = valid if ok is None else ok & valid
     location, scale, noise, count = (np.full(channels, np.nan) for _ in range(4))
-    median_mad = _median_mad_counted if small else _median_mad
+    # counting pays for samples larger than the range of values
+    median_mad = _median_mad_counted if small and x.size > 2**18 else _median_mad
     for ch in range(channels):
-        v = x[..., ch][ok[..., ch]]
+        xc = x[..., ch]
+        okc = None if ok is None else ok[..., ch]
+        v = xc.reshape(-1) if okc is None else xc[okc]
         count[ch] = v.size
         if v.size:
             location[ch], mad = median_mad(v)
             scale[ch] = MAD_SCALE * mad
         if x.ndim >= 2 and x.shape[-2] > 1:
-            xc, okc = x[..., ch], ok[..., ch]
-            if small:
-                xc = xc.astype(np.int32)
-            diff = (xc[..., 1:] - xc[..., :-1])[okc[..., 1:] & okc[..., :-1]]
+            diff = np.diff(xc.astype(np.int32) if small else xc, axis=-1)
+            if okc is not None:
+                diff = diff[okc[..., 1:] & okc[..., :-1]]
             if diff.size:
-                noise[ch] = MAD_SCALE * median_mad(diff)[1] / math.sqrt(2)
+                noise[ch] = MAD_SCALE * median_mad(diff.reshape(-1))[1] / math.sqrt(2)
     return FrameStats(location, scale, noise, count)
 
 
@@ -3360,6 +3363,10 @@ SAMPLE_VALUES = 1_000_000
 """Values per channel that the frame statistics sample, at least (every
 value of a smaller frame)."""
 
+WARNING_VALUES = 20_000
+"""Values per channel sampled for the drift warning alone (no
+normalization, weights or frame statistics asked)."""
+
 
 class Job:
     """One run of `stack_files` after its checks: the frames' statistics,
@@ -3397,7 +3404,9 @@ class Job:
         if not needed and s.method.passes == 0:
             return
         first = self.frames[0]
-        rows = sample_rows(first, self.plan)
+        # normalization and weights use the full sample; the drift warning
+        # alone a light one, so that it costs little
+        rows = sample_rows(first, self.plan, SAMPLE_VALUES if needed else WARNING_VALUES)
         self.report.say(f'frame statistics from {len(rows)} rows of each frame', level=2)
         self.stats = [self._frame_sample(f, rows) for f in self.frames]
         self.want_frames = needed
@@ -3567,11 +3576,11 @@ def _opaque(dtype: np.dtype) -> float:
     return 1.0 if dtype.kind == 'f' else float(np.iinfo(dtype).max)
 
 
-def sample_rows(frame: Frame, plan: Plan) -> np.ndarray:
+def sample_rows(frame: Frame, plan: Plan, values: int = SAMPLE_VALUES) -> np.ndarray:
     """Rows whose values the frame statistics use: runs spread evenly over
-    the height, at least `SAMPLE_VALUES` values per channel (every row of a
+    the height, at least ``values`` values per channel (every row of a
     smaller frame), within the memory of one band of every input."""
-    need = -(-SAMPLE_VALUES // frame.width)
+    need = -(-values // frame.width)
     # the band buffers are not allocated yet: the sample (native values, a
     # float64 copy and temporaries, 32 bytes a value) takes their room
     cap = max(plan.per_row * plan.rows // (32 * frame.width * frame.samples), 1)
@@ -4308,6 +4317,7 @@ def build_parser() -> argparse.ArgumentParser:
             f'  {prog} --demo demo'
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # --reject must never be taken for --rejection-map
     )
     parser.add_argument('output', metavar='OUTPUT', nargs='?', help='TIFF file to write')
     parser.add_argument('inputs', metavar='INPUT', nargs='*',

@@ -475,3 +475,11 @@ def test_fast_path_equals_window_core(dtype, center, with_valid):
     np.testing.assert_allclose(fast.result, core.result, rtol=1e-12, atol=1e-9)
     assert fast.passes == core.passes
     assert fast.rejected.sum() > 0 and fast.low.sum() > 0
+
+
+def test_rounding_ignores_the_last_bits_of_a_half():
+    # 2063 / 2 summed in another order is 1031.4999999999998: still a half,
+    # rounded to even like 1031.5; a real fraction is rounded as it is
+    got = imgstack.to_dtype(np.array([1031.4999999999998, 1031.5, 1030.5000000000002, 7.4999]),
+                            np.dtype('uint16'))
+    assert got.tolist() == [1032, 1032, 1030, 7]

@@ -483,3 +483,22 @@ def test_rounding_ignores_the_last_bits_of_a_half():
     got = imgstack.to_dtype(np.array([1031.4999999999998, 1031.5, 1030.5000000000002, 7.4999]),
                             np.dtype('uint16'))
     assert got.tolist() == [1032, 1032, 1030, 7]
+
+
+@pytest.mark.parametrize('dtype', ['uint16', 'float32', 'int8'])
+@pytest.mark.parametrize('with_valid', [False, True])
+def test_fast_path_weighted_equals_window_core(dtype, with_valid):
+    """With weights the fast path's weighted mean is the window core's."""
+    stack = random_stack(dtype, (19, 13), n=12, seed=8)
+    values = stack.reshape(12, -1)
+    valid = None
+    if with_valid:
+        valid = np.random.default_rng(4).random(values.shape) > 0.15
+    weights = np.random.default_rng(5).uniform(0.2, 4.0, (12, 1))
+    method = imgstack.Method(sigma_low=1.8, sigma_high=2.2, iterations=4)
+    fast = imgstack.clip_points(values, valid, method, weights=weights)
+    core = imgstack.clip_points(values, valid, method, weights=weights, want_mask=True)
+    np.testing.assert_array_equal(fast.rejected, core.rejected)
+    np.testing.assert_allclose(fast.result, core.result, rtol=1e-12, atol=1e-9)
+    plain = imgstack.clip_points(values, valid, method)
+    assert not np.allclose(fast.result, plain.result)  # the weights count

@@ -67,6 +67,7 @@ import contextlib
 import dataclasses
 import difflib
 import errno
+import functools
 import gc
 import glob
 import io
@@ -637,7 +638,9 @@ def clip_points(
     # the default method has a fast path: thresholds, no sort
     fast = (method.reject == 'sigma' and method.combine == 'mean' and not want_mask
             and (weights is None or method.center == 'mean'))
-    size = chunk_points(n, channels, values.dtype.itemsize if fast else None, method.center)
+    small = values.dtype.kind in 'iu' and values.dtype.itemsize <= 2 and factor is None
+    size = chunk_points(n, channels, values.dtype.itemsize if fast else None, method.center,
+                        small)
     bounds = [(a, min(a + size, npoints)) for a in range(0, npoints, size)]
     result = np.empty(npoints, np.float64)
     rejected = np.empty(npoints, np.int64)
@@ -686,7 +689,8 @@ def clip_points(
 
 
 def chunk_points(
-    n: int, channels: int = 1, itemsize: int | None = None, center: str = 'mean'
+    n: int, channels: int = 1, itemsize: int | None = None, center: str = 'mean',
+    small: bool = False,
 ) -> int:
     """Return how many points one chunk holds within `CHUNK_BYTES` of
     scratch, a multiple of channels: `SCRATCH_PER_VALUE` bytes per value
@@ -696,6 +700,8 @@ def chunk_points(
     the median a sorted float64 copy and its temporary (2 x 8)."""
     per_value = SCRATCH_PER_VALUE if itemsize is None else (
         27 + itemsize + (16 if center == 'median' else 0))
+    if itemsize is None and small:  # small integers: no float64 copies
+        per_value = SCRATCH_SMALL
     size = max(CHUNK_BYTES // (n * per_value), 64)
     return max(size // channels, 1) * channels
 
@@ -705,6 +711,11 @@ SCRATCH_PER_VALUE = 72
 their transposed copy (8), two prefix sums and their lower halves (4 x 8,
 for the methods that ask for them), the frame-order copy with
 normalization (8), a masked temporary (8) and masks (8 x 1)."""
+
+SCRATCH_SMALL = 28
+"""The same for 8- and 16-bit integers without normalization, which stay in
+their type: two sorted copies (2 x 2), two prefix sums (2 x 8), a frame
+order mask and comparisons (8 x 1)."""
 
 
 class _Chunk:
@@ -829,9 +840,11 @@ class _Chunk:
     def window_sum(self, up: np.ndarray, lo: np.ndarray | None, a: np.ndarray, b: np.ndarray,
                    idx: np.ndarray) -> np.ndarray:
         """Sum of rows a..b-1 of the points idx."""
-        total = up[b, idx] - up[a, idx]
+        flat, width = up.reshape(-1), up.shape[1]
+        total = flat[b * width + idx] - flat[a * width + idx]
         if lo is not None:
-            total += lo[a, idx] - lo[b, idx]
+            flat = lo.reshape(-1)
+            total += flat[a * width + idx] - flat[b * width + idx]
         return total
 
     def stats(self, a: np.ndarray, b: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -1616,6 +1629,7 @@ def t_quantile(p: float, df: float) -> float:
     return sign * t
 
 
+@functools.lru_cache(maxsize=32)
 def gesd_critical(n: int, alpha: float) -> np.ndarray:
     """Return Rosner's critical values lambda by the number of values left
     before a removal (``cnt = k - j + 1``), for cnt = 0..n (inf below 3):
@@ -1625,6 +1639,7 @@ def gesd_critical(n: int, alpha: float) -> np.ndarray:
     for cnt in range(3, n + 1):
         t = t_quantile(1 - alpha / (2 * cnt), cnt - 2)
         lam[cnt] = (cnt - 1) * t / math.sqrt((cnt - 2 + t * t) * cnt)
+    lam.setflags(write=False)  # cached: shared by every chunk
     return lam
 
 

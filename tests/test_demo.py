@@ -194,3 +194,27 @@ def test_rejection_map_compressed_with_the_output(tmp_path, layout):
         assert [p.compression for p in tif.pages] == [50000] * 3
     assert os.path.getsize(packed_map) < os.path.getsize(plain_map) / 4
     assert not [f for f in os.listdir(tmp_path) if f.startswith('.imgstack-')]
+
+
+def readme_demo_output():
+    """The demo's output as README.rst shows it."""
+    text = open(os.path.join(ROOT, 'README.rst'), encoding='utf-8').read().split('\n')
+    start = next(i for i, line in enumerate(text) if line.startswith('    imgstack: warning:'))
+    lines = []
+    for line in text[start:]:
+        if not line.startswith('    '):
+            break
+        lines.append(line[4:])
+    return lines
+
+
+def test_readme_shows_what_the_demo_prints(tmp_path, capsys, monkeypatch):
+    """Every line of README's demo output is what the program prints (the
+    summary's time and rate aside, which vary)."""
+    shown = readme_demo_output()
+    assert len(shown) > 10
+    monkeypatch.chdir(tmp_path)
+    assert imgstack.main(['--demo', 'demo']) == 0
+    printed = [line for line in capsys.readouterr().err.splitlines() if '%  rows' not in line]
+    timing = re.compile(r', [\d.]+ s, \d+ MB/s$')
+    assert [timing.sub('', line) for line in printed] == [timing.sub('', line) for line in shown]

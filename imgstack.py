@@ -139,9 +139,13 @@ WORKERS = 2
 """Threads that decode inputs, and threads that clip, at the same time."""
 
 CHUNK_BYTES = 16 * MIB
-"""Scratch memory of one clipping thread: the points of a band are clipped
-in column chunks this large, so that the working arrays stay small whatever
-the band height."""
+"""Scratch memory of one stacking thread, at least: the points of a band
+are stacked in column chunks this large, so that the working arrays stay
+small whatever the band height."""
+
+CHUNK_SHARE = 16
+"""A budget of 16 times `CHUNK_BYTES` or more gives each thread a 16th of
+it as scratch, up to 4 x `CHUNK_BYTES`: larger chunks cost fewer calls."""
 
 RESERVE_BYTES = 12 * MIB
 """Memory kept aside in every budget for Python objects, the TIFF writer's
@@ -623,6 +627,8 @@ def clip_points(
     channels: int = 1,
     first_point: int = 0,
     want_mask: bool = False,
+    frame_counts: bool = False,
+    scratch: int = CHUNK_BYTES,
     map_: Callable[..., Iterator[Any]] = map,
 ) -> Clipped:
     """Reject and combine the points of a 2-D array ``(n, points)``.
@@ -632,22 +638,29 @@ def clip_points(
     (a point never depends on another), optionally in parallel through
     ``map_``.  ``factor``, ``offset`` and ``weights`` are per frame and
     channel, shape ``(n, channels)``; point ``j`` holds channel
-    ``(first_point + j) % channels``.
+    ``(first_point + j) % channels``.  ``want_mask`` returns the mask of
+    the values kept and the per-frame counts; ``frame_counts`` the counts
+    alone (no mask of the whole array).
     """
     n, npoints = values.shape
     # the default method has a fast path: thresholds, no sort
-    fast = (method.reject == 'sigma' and method.combine == 'mean' and not want_mask
+    counts = want_mask or frame_counts
+    fast = (method.reject == 'sigma' and method.combine == 'mean' and not counts
             and (weights is None or method.center == 'mean'))
     small = values.dtype.kind in 'iu' and values.dtype.itemsize <= 2 and factor is None
+    if method.reject == 'linear':  # memory-bound: small chunks stay in cache
+        scratch = CHUNK_BYTES
+    if counts:  # the masks in frame order and their ranks take room too
+        scratch //= 2
     size = chunk_points(n, channels, values.dtype.itemsize if fast else None, method.center,
-                        small)
+                        small, scratch)
     bounds = [(a, min(a + size, npoints)) for a in range(0, npoints, size)]
     result = np.empty(npoints, np.float64)
     rejected = np.empty(npoints, np.int64)
     low = np.empty(npoints, np.int64)
     kept = np.empty((n, npoints), bool) if want_mask else None
-    frame_low = np.zeros((n, channels), np.int64) if want_mask else None
-    frame_high = np.zeros((n, channels), np.int64) if want_mask else None
+    frame_low = np.zeros((n, channels), np.int64) if counts else None
+    frame_high = np.zeros((n, channels), np.int64) if counts else None
     lock = threading.Lock()
 
     def per_point(table: np.ndarray | None, a: int, b: int) -> np.ndarray | None:
@@ -673,9 +686,11 @@ def clip_points(
         )
         passes = chunk.reject()
         result[a:b], rejected[a:b], low[a:b] = chunk.combine()
-        if want_mask:
+        if counts:
             k, lo, hi = chunk.kept_in_frame_order()
-            kept[:, a:b] = k
+            if want_mask:
+                kept[:, a:b] = k
+            del k
             index = (first_point + np.arange(a, b)) % channels
             with lock:
                 for c in range(channels):
@@ -690,10 +705,10 @@ def clip_points(
 
 def chunk_points(
     n: int, channels: int = 1, itemsize: int | None = None, center: str = 'mean',
-    small: bool = False,
+    small: bool = False, scratch: int = CHUNK_BYTES,
 ) -> int:
-    """Return how many points one chunk holds within `CHUNK_BYTES` of
-    scratch, a multiple of channels: `SCRATCH_PER_VALUE` bytes per value
+    """Return how many points one chunk holds within ``scratch`` bytes (at
+    least `CHUNK_BYTES`), a multiple of channels: `SCRATCH_PER_VALUE` bytes per value
     for the window core, or for the fast path (``itemsize`` given) a
     float64 copy, its masked copy and a product (3 x 8), two masks and a
     comparison (3 x 1), a gathered subset of the input (itemsize), and for
@@ -702,8 +717,13 @@ def chunk_points(
         27 + itemsize + (16 if center == 'median' else 0))
     if itemsize is None and small:  # small integers: no float64 copies
         per_value = SCRATCH_SMALL
-    size = max(CHUNK_BYTES // (n * per_value), 64)
+    size = max(scratch // (n * per_value), 64)
     return max(size // channels, 1) * channels
+
+
+def chunk_scratch(memory: int) -> int:
+    """Scratch bytes of one stacking thread under a memory budget."""
+    return min(max(memory // CHUNK_SHARE, CHUNK_BYTES), 4 * CHUNK_BYTES)
 
 
 SCRATCH_PER_VALUE = 72
@@ -1219,7 +1239,7 @@ class _Chunk:
             top = bound >= self.k
             less = valid & ((x < edge) | top)
             equal = valid & (x == edge) & ~top
-        rank = np.cumsum(equal, axis=0) - 1
+        rank = np.cumsum(equal, axis=0, dtype=np.int16 if self.n < 32768 else np.int32) - 1
         return less | (equal & (rank < bound - less.sum(axis=0)))
 
 
@@ -2582,7 +2602,7 @@ def plan_bands(
       ``6 * v`` more for a rejection map;
     - ``n * v``: the validity mask of a valid range or alpha.
 
-    And once: `RESERVE_BYTES`, ``WORKERS * CHUNK_BYTES`` of clipping scratch,
+    And once: `RESERVE_BYTES`, ``WORKERS * chunk_scratch(memory)`` of scratch,
     the inputs' `bookkeeping`, and ``WORKERS`` strips or tiles being decoded (decoded and stored
     bytes).  An input whose strips or tiles are taller than the band is
     decoded once into a temporary file instead (one segment in memory at a
@@ -2604,7 +2624,7 @@ def plan_bands(
         per_row += 2 * n * first.width * s if first.planar else 0
     if rejection_map:
         per_row += 6 * v
-    fixed = RESERVE_BYTES + WORKERS * CHUNK_BYTES + bookkeeping(frames)
+    fixed = RESERVE_BYTES + WORKERS * chunk_scratch(memory) + bookkeeping(frames)
     cost = [f.segment_bytes + f.largest for f in frames]
     # decoding beforehand takes a whole strip, or a stream where that does
     # not fit and the codec allows it
@@ -3588,8 +3608,8 @@ class Job:
                       for t in (self.factor, self.offset, self.weights)]
             core = clip_points(
                 values.reshape(n, -1), valid, s.method, factor=tables[0], offset=tables[1],
-                weights=tables[2], channels=channels, want_mask=self.want_frames,
-                map_=workers.map,
+                weights=tables[2], channels=channels, frame_counts=self.want_frames,
+                scratch=chunk_scratch(s.memory), map_=workers.map,
             )
             del valid
             self.rejected += int(core.rejected.sum())

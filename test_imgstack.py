@@ -374,7 +374,7 @@ def test_plan_bands_accounts_every_byte(tmp_path):
     stack = random_stack('uint16', (200, 300, 3), n=4)
     paths = write_stack(tmp_path, stack, photometric='rgb')
     frames = [imgstack.open_frame(p) for p in paths]
-    plan = imgstack.plan_bands(frames, memory=1 << 30, rows=100)
+    plan = imgstack.plan_bands(frames, memory=200 * imgstack.MIB, rows=100)  # 16 MiB scratch
     assert plan.rows == 100
     v = 300 * 3
     # two bands of 4 inputs, float64 results, two counts, output and its
@@ -502,3 +502,14 @@ def test_fast_path_weighted_equals_window_core(dtype, with_valid):
     np.testing.assert_allclose(fast.result, core.result, rtol=1e-12, atol=1e-9)
     plain = imgstack.clip_points(values, valid, method)
     assert not np.allclose(fast.result, plain.result)  # the weights count
+
+
+def test_scratch_grows_with_the_budget_within_bounds(tmp_path):
+    mib = imgstack.MIB
+    assert imgstack.chunk_scratch(48 * mib) == imgstack.CHUNK_BYTES
+    assert imgstack.chunk_scratch(512 * mib) == 32 * mib
+    assert imgstack.chunk_scratch(8 << 30) == 4 * imgstack.CHUNK_BYTES
+    frames = [imgstack.open_frame(p)
+              for p in write_stack(tmp_path, random_stack('uint16', (20, 30), n=3))]
+    small, large = (imgstack.plan_bands(frames, memory=m, rows=10) for m in (64 * mib, 1 << 30))
+    assert large.fixed - small.fixed == 2 * (64 - 16) * mib  # two threads' scratch

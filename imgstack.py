@@ -999,32 +999,55 @@ class _Chunk:
         c = self.median(a, b, idx)
         d = np.sqrt(var)
         up1, lo1, up2, lo2 = self.sums
-        # clamped copy: rows a..ia-1 become lo, rows ib..b-1 become hi; the
-        # clamps move little from round to round, so they are sought from
-        # where they were
+        # the clamped copy: rows a..ia-1 become lo, rows ib..b-1 become hi,
+        # rows ia..ib-1 keep their values, whose sums (m1, m2) and the
+        # values either side of ia and ib are kept from round to round; a
+        # round that moves no clamp past a value needs no data at all
         ia, ib = a.copy(), b.copy()
+        m1, m2 = np.zeros(idx.size), np.zeros(idx.size)
+        edges = [np.full(idx.size, np.nan) for _ in range(4)]  # at ia-1, ia, ib-1, ib
         todo = np.flatnonzero(count > 0)
         for _ in range(WINSOR_MAX_ROUNDS):
             if not todo.size:
                 break
-            i = idx[todo]
-            aa, bb, cc, dd = a[todo], b[todo], c[todo], d[todo]
+            cc, dd = c[todo], d[todo]
             lo, hi = cc - WINSOR_CLAMP * dd, cc + WINSOR_CLAMP * dd
-            ia[todo] = self._seek(ia[todo], lo, aa, bb, i, inclusive=False)
-            ib[todo] = self._seek(np.maximum(ib[todo], ia[todo]), hi, ia[todo], bb, i,
-                                  inclusive=True)
-            na, nb = ia[todo], ib[todo]
+            with np.errstate(invalid='ignore'):
+                moved = ~((edges[0][todo] < lo) & (edges[1][todo] >= lo)
+                          & (edges[2][todo] <= hi) & (edges[3][todo] > hi))
+            if moved.any():
+                w = todo[moved]
+                self._clamps(w, idx[w], a[w], b[w], lo[moved], hi[moved], ia, ib, m1, m2,
+                             edges, (up1, lo1, up2, lo2))
+            aa, bb, na, nb = a[todo], b[todo], ia[todo], ib[todo]
             n_lo, n_hi, cnt = na - aa, bb - nb, bb - aa
-            total = self.window_sum(up1, lo1, na, nb, i) + n_lo * lo + n_hi * hi
-            second = (self.window_sum(up2, lo2, na, nb, i)
-                      + n_lo * lo * lo + n_hi * hi * hi)
             with np.errstate(invalid='ignore', divide='ignore'):
-                mean = total / cnt
-                new = WINSOR_FACTOR * np.sqrt(np.maximum(second / cnt - mean * mean, 0.0))
-            done = ~(np.abs(new - dd) > WINSOR_TOLERANCE * new)
+                mean = (m1[todo] + n_lo * lo + n_hi * hi) / cnt
+                second = (m2[todo] + n_lo * lo * lo + n_hi * hi * hi) / cnt
+                new = WINSOR_FACTOR * np.sqrt(np.maximum(second - mean * mean, 0.0))
+                done = ~(np.abs(new - dd) > WINSOR_TOLERANCE * new)
             d[todo] = new
             todo = todo[~done]
         return self._apply(idx, c, d)
+
+    def _clamps(
+        self, w: np.ndarray, i: np.ndarray, aa: np.ndarray, bb: np.ndarray, lo: np.ndarray,
+        hi: np.ndarray, ia: np.ndarray, ib: np.ndarray, m1: np.ndarray, m2: np.ndarray,
+        edges: list[np.ndarray], sums: tuple[np.ndarray, ...],
+    ) -> None:
+        """Find the clamps of points w (window rows aa..bb-1), the sums of
+        the rows between them, and the values either side of each."""
+        na = self._seek(ia[w], lo, aa, bb, i, inclusive=False)
+        nb = self._seek(np.maximum(ib[w], na), hi, na, bb, i, inclusive=True)
+        ia[w], ib[w] = na, nb
+        up1, lo1, up2, lo2 = sums
+        m1[w] = self.window_sum(up1, lo1, na, nb, i)
+        m2[w] = self.window_sum(up2, lo2, na, nb, i)
+        inf = np.inf
+        edges[0][w] = np.where(na > aa, self.at(na - 1, i), -inf)
+        edges[1][w] = np.where(na < bb, self.at(na, i), inf)
+        edges[2][w] = np.where(nb > na, self.at(nb - 1, i), -inf)
+        edges[3][w] = np.where(nb < bb, self.at(nb, i), inf)
 
     def _seek(self, pos: np.ndarray, bound: np.ndarray, low: np.ndarray, high: np.ndarray,
               idx: np.ndarray, inclusive: bool) -> np.ndarray:

@@ -4305,9 +4305,8 @@ DEMO_DRIFT = 0.1
 
 def write_comparison(path: str, images: Sequence[np.ndarray]) -> str:
     """Write grayscale images side by side as a PNG, each stretched so that
-    faint sky shows (percentiles 1 to 99.5, then a square-root curve)."""
-    import imagecodecs  # tifffile's codec library, also used for the PNG
-
+    faint sky shows (percentiles 1 to 99.5, then a square-root curve), with
+    imagecodecs' PNG encoder."""
     tiles = []
     for image in images:
         lo, hi = np.percentile(image, [1, 99.5])

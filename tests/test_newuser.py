@@ -31,6 +31,7 @@ import tifffile
 
 import imgstack
 from test_errors import IMGSTACK, Guard, assert_error, frame, run_main, write
+from test_faults import _count_reads
 
 ROOT = os.path.dirname(IMGSTACK)
 
@@ -339,15 +340,7 @@ def test_library_wrong_types_refused_at_the_door(tmp_path, monkeypatch, keyword,
     """Wrong types fail with ImgstackError naming the argument, before any
     input is read (not TypeError, OverflowError or KeyError deep inside)."""
     paths = inputs_in(tmp_path / 'in')
-    opened: list[str] = []
-    real = tifffile.TiffFile
-
-    class Counting(real):  # type: ignore[misc, valid-type]
-        def __init__(self, file: Any, *a: Any, **k: Any) -> None:
-            opened.append(str(file))
-            super().__init__(file, *a, **k)
-
-    monkeypatch.setattr(tifffile, 'TiffFile', Counting)
+    opened = _count_reads(monkeypatch)
     with pytest.raises(imgstack.ImgstackError, match=message):
         imgstack.stack_files(paths, str(tmp_path / 'out.tif'), center='median', **{keyword: value})
     assert opened == [], f'inputs read before the check: {opened}'

@@ -13,8 +13,6 @@ which must agree with it exactly.
 import csv
 import math
 import re
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -22,6 +20,7 @@ import pytest
 import tifffile
 
 import imgstack
+from test_memory import run_measured  # peak RSS of a child process
 from imgstack import ImgstackWarning
 
 INTERPRETER = 64 * imgstack.MIB  # the contract's allowance for Python itself
@@ -93,29 +92,6 @@ def read_csv(path):
 
 def no_drift_warning(record):
     return [w for w in record if DRIFT in str(w.message)] == []
-
-
-def run_measured(args, limits=()):
-    """Run imgstack in a fresh measuring process so that RUSAGE_CHILDREN
-    holds this run alone; return (status, stderr, peak RSS bytes).
-    (A copy of tests/test_memory.py's helper.)"""
-    code = (
-        'import os, resource, subprocess, sys\n'
-        'limits = eval(sys.argv[1])\n'
-        'def setup():\n'
-        '    for what, value in limits:\n'
-        '        resource.setrlimit(what, (value, value))\n'
-        'p = subprocess.run(sys.argv[2:], preexec_fn=setup, stderr=subprocess.PIPE)\n'
-        'sys.stdout.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024) + "\\n")\n'
-        'sys.stdout.write(str(p.returncode) + "\\n")\n'
-        'sys.stdout.write(p.stderr.decode())\n'
-    )
-    done = subprocess.run(
-        [sys.executable, '-c', code, repr(list(limits)), sys.executable, imgstack.__file__, *args],
-        capture_output=True, text=True, timeout=600,
-    )
-    peak, status, err = done.stdout.split('\n', 2)
-    return int(status), err, int(peak)
 
 
 # -- frame_statistics -------------------------------------------------------------

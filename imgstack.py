@@ -645,8 +645,8 @@ def clip_points(
     n, npoints = values.shape
     # the default method has a fast path: thresholds, no sort
     counts = want_mask or frame_counts
-    fast = (method.reject == 'sigma' and method.combine == 'mean' and not counts
-            and (weights is None or method.center == 'mean'))
+    fast = (method.reject in ('sigma', 'none') and method.combine == 'mean' and not counts
+            and (weights is None or method.center == 'mean' or method.reject == 'none'))
     small = values.dtype.kind in 'iu' and values.dtype.itemsize <= 2 and factor is None
     if method.reject == 'linear':  # memory-bound: small chunks stay in cache
         scratch = CHUNK_BYTES
@@ -677,7 +677,7 @@ def clip_points(
                 x = x * per_point(factor, a, b) + per_point(offset, a, b)
             result[a:b], rejected[a:b], low[a:b], passes = _clip_chunk(
                 x, None if valid is None else valid[:, a:b], method.sigma_low,
-                method.sigma_high, method.iterations, method.center,
+                method.sigma_high, method.passes, method.center,
                 per_point(weights, a, b))
             return passes
         chunk = _Chunk(
@@ -1192,14 +1192,15 @@ class _Chunk:
             with np.errstate(invalid='ignore', divide='ignore'):
                 mean = self.window_sum(self._sums[0], self._sums[1], ma, mb, at) / (mb - ma)
                 mean += self.shift
+        elif (combine == 'mean' or empty.any()) and self.exact and keep is None:
+            ma, mb = np.where(empty, 0, a), np.where(empty, k, b)
+            with np.errstate(invalid='ignore', divide='ignore'):
+                mean = self._exact_sum(ma, mb) / (mb - ma)
         elif combine == 'mean' or empty.any():
             window = (rows >= a) & (rows < b) if keep is None else keep
             window = np.where(empty, rows < k, window)
             with np.errstate(invalid='ignore', divide='ignore'):
-                if self.exact:  # exact integer sums
-                    total = (self.s * window).sum(axis=0, dtype=np.int64)
-                else:
-                    total = np.where(window, self.s, 0.0).sum(axis=0)
+                total = np.where(window, self.s, 0.0).sum(axis=0)
                 mean = total / window.sum(axis=0) + self.shift
         if combine == 'mean':
             result = mean
@@ -1223,6 +1224,17 @@ class _Chunk:
             if mean is not None:
                 result = np.where(empty, mean, result)
         return np.where(k > 0, result, 0.0), rejected, low
+
+    def _exact_sum(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Exact sums of the rows a..b-1 of small integers: the sum of all
+        rows less the rows below a and from b on, which are few."""
+        s = self.s
+        total = s.sum(axis=0, dtype=np.int64)
+        for j in range(int(a.max(initial=0))):
+            total -= np.where(j < a, s[j], 0)
+        for j in range(int(b.min(initial=self.n)), self.n):
+            total -= np.where(j >= b, s[j], 0)
+        return total
 
     def kept_in_frame_order(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return masks ``(n, c)`` in frame order: kept, rejected low,

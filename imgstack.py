@@ -648,8 +648,8 @@ def clip_points(
     fast = (method.reject in ('sigma', 'none') and method.combine == 'mean' and not counts
             and (weights is None or method.center == 'mean' or method.reject == 'none'))
     small = values.dtype.kind in 'iu' and values.dtype.itemsize <= 2 and factor is None
-    if method.reject == 'linear':  # memory-bound: small chunks stay in cache
-        scratch = CHUNK_BYTES
+    if method.reject == 'linear' or (fast and method.center == 'mean'):
+        scratch = CHUNK_BYTES  # memory-bound: small chunks stay in cache
     if counts:  # the masks in frame order and their ranks take room too
         scratch //= 2
     size = chunk_points(n, channels, values.dtype.itemsize if fast else None, method.center,

@@ -17,6 +17,9 @@ lie more than a given number of standard deviations away are rejected, the
 comparison is repeated for a number of passes, and the mean of the values
 that remain is written.  Satellite and airplane trails, cosmic-ray hits, hot
 pixels and noise spikes disappear while the signal keeps its full depth.
+Seven other rejections (mad, winsorized, linear, percentile, minmax, gesd,
+none) and three other combinations (median, min, max) are offered, and the
+frames of a night can be normalized and weighted first.
 
 The frames are streamed band by band (a few rows of every input at a time)
 under a memory budget, so a night of frames that does not fit in memory can
@@ -24,17 +27,29 @@ be stacked on a laptop.
 
 The data flow, in the order of this file's sections:
 
-- the computation: `sigma_clipped_mean` and `clip_points`, pure functions
-  of arrays (no I/O), which the file job calls band by band;
+- the computation, pure functions of arrays (no I/O): `Method` holds the
+  settings; `stack_array` and `sigma_clipped_mean` serve arrays in memory;
+  `clip_points` is the core that the file job calls band by band.  It
+  cuts a band into chunks: the default method takes the fast path
+  `_clip_chunk` (thresholds, no sort); every other method a `_Chunk`,
+  which sorts each point's values once and moves a window of kept values
+  with one small step function per method (`_STEPS`: `_Chunk._sigma`,
+  `_mad`, `_winsorized`, `_linear`, `_percentile`, `_minmax`, `_gesd`,
+  `_none`), then `_Chunk.combine`.  `t_quantile` and `gesd_critical`
+  serve GESD; `frame_statistics`, `normalization` and `noise_weights`
+  serve a night's frames;
 - reading: `open_frame` reads each header, `check_frames` compares them,
   `read_rows` reads the rows of one band of one input;
 - the memory budget: `plan_bands` picks the band height and says where
   every byte goes;
 - writing: `strip_encoder` and `writer_args` for tifffile's writer;
-- the file job: `stack_files` checks everything, then `stream_bands` reads
-  band after band (the next one while the current one is clipped),
-  `_strips` clips each band and yields the output's strips to the writer,
-  and `publish` renames the finished temporary files into place;
+- the file job: `stack_files` checks every setting once (`Settings`) and
+  every input and output (`check_inputs`, `check_output`), then a `Job`
+  estimates the frames' statistics (`Job.statistics`, from `sample_rows`),
+  `stream_bands` reads band after band (the next one while the current one
+  is stacked), `Job._strips` stacks each band and yields the output's
+  strips to the writer, and `publish` moves the finished temporary files
+  (`temporary_file`) into place, all or none;
 - the command line: `build_parser` and `main`, which turns every error
   into one line on stderr and an exit status.
 
@@ -43,7 +58,8 @@ Example::
     python imgstack.py -s 2.5 -i 3 out.tif in*.tif
 
 Exit status: 0 on success, 1 for any error in the inputs, the output or the
-environment, 2 for a usage error, 130 when interrupted with Ctrl-C.
+environment, 2 for a usage error, 130 when interrupted with Ctrl-C, 143 on
+SIGTERM, 129 on SIGHUP.
 """
 
 from __future__ import annotations
@@ -52,13 +68,18 @@ __version__ = '0.2.0'
 
 __all__ = [
     'ImgstackError',
+    'ImgstackWarning',
+    'Method',
     'Stats',
+    'frame_statistics',
     'main',
     'make_frames',
     'parse_size',
     'plan_bands',
     'sigma_clipped_mean',
+    'stack_array',
     'stack_files',
+    't_quantile',
 ]
 
 import argparse

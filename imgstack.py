@@ -3536,10 +3536,16 @@ class Job:
         rows = sample_rows(first, room, SAMPLE_VALUES if needed else WARNING_VALUES)
         self.report.say(f'frame statistics from {len(rows)} rows of each frame', level=2)
         self.stats = [self._frame_sample(f, rows) for f in self.frames]
+        data = self.stats
+        if self.alpha is not None:  # alpha is not normalized nor weighted
+            data = [dataclasses.replace(st, location=st.location.copy(), scale=st.scale.copy(),
+                                        noise=st.noise.copy()) for st in self.stats]
+            for st in data:
+                st.location[self.alpha] = st.scale[self.alpha] = st.noise[self.alpha] = 1.0
         try:
-            factor, offset = normalization(self.stats, s.normalize)
+            factor, offset = normalization(data, s.normalize)
             if s.weights == 'noise':
-                self.weights = noise_weights(self.stats, factor)
+                self.weights = noise_weights(data, factor)
         except ValueError as exc:
             index = int(str(exc).split()[1])
             raise ImgstackError(self.frames[index].path, str(exc).split(' ', 2)[2]) from exc

@@ -765,3 +765,24 @@ def test_demo_shows_what_normalization_changes(tmp_path, capsys):
     assert abs(float(normalized.group(1))) < abs(float(raw.group(1))), err
     # and normalization changes what is rejected
     assert float(normalized.group(2)) != float(raw.group(2))
+
+
+@pytest.mark.parametrize('options', [['--normalize', 'additive-scale'], ['--weights', 'noise'],
+                                     ['--normalize', 'multiplicative']])
+def test_alpha_is_neither_normalized_nor_weighted(tmp_path, capsys, options):
+    """An alpha channel is constant where opaque (MAD 0): it must not stop
+    additive-scale or noise weights, and stays opaque in the result."""
+    rng = np.random.default_rng(12)
+    paths = []
+    for i in range(8):
+        frame = np.empty((30, 40, 4), np.uint16)
+        frame[..., :3] = np.rint(rng.normal(1000 + 25 * i, 20, (30, 40, 3)))
+        frame[..., 3] = 65535
+        frame[i % 4, :, 3] = 0  # a transparent row
+        paths.append(str(tmp_path / f'in{i}.tif'))
+        tifffile.imwrite(paths[-1], frame, photometric='rgb', extrasamples=[2], metadata=None)
+    out = tmp_path / 'out.tif'
+    assert imgstack.main(['-q', *options, str(out), *paths]) == 0, capsys.readouterr().err
+    result = tifffile.imread(out)
+    assert (result[..., 3] == 65535).all()
+    assert abs(float(np.median(result[..., :3])) - (1000 + 25 * 3.5)) < 10

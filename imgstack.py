@@ -810,8 +810,6 @@ class _Chunk:
         t.sort(axis=1)
         self.sorted_native = t  # (c, n): each point's values, sorted
         rows = np.arange(n)[:, np.newaxis]
-        inside = rows < self.k
-        self.inside = None if bad is None else inside
         self.exact = work.dtype.kind in 'iu'
         if self.exact:
             # small integers stay in their type: sums of values and squares
@@ -827,7 +825,7 @@ class _Chunk:
             mid = np.take_along_axis(t, np.maximum((self.k - 1) // 2, 0)[:, np.newaxis], 1)[:, 0]
             self.shift = np.where(self.k > 0, mid, 0).astype(np.float64)
             s = t.T - self.shift
-            self._z = s if bad is None else np.where(inside, s, 0.0)
+            self._z = s if bad is None else np.where(rows < self.k, s, 0.0)
             self.s = s
         self._sums: tuple[np.ndarray, ...] | None = None  # prefix sums, made when asked
         self.a = np.zeros(c, np.int64)

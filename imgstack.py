@@ -810,6 +810,8 @@ class _Chunk:
         t.sort(axis=1)
         self.sorted_native = t  # (c, n): each point's values, sorted
         rows = np.arange(n)[:, np.newaxis]
+        # counts of up to n values: in a byte when they fit (4x faster sums)
+        self.counter = np.uint8 if n < 256 else np.int32
         self.exact = work.dtype.kind in 'iu'
         if self.exact:
             # small integers stay in their type: sums of values and squares
@@ -920,11 +922,11 @@ class _Chunk:
                 edge = np.floor(bound) if inclusive else np.ceil(bound) - 1
                 none, every = ~(edge >= info.min), edge >= info.max  # NaN: none
             edge = np.where(none | every, 0, edge).astype(s.dtype)
-            count = (s <= edge).sum(axis=0, dtype=np.int64)
+            count = (s <= edge).sum(axis=0, dtype=self.counter).astype(np.int64)
             return np.where(none, 0, np.where(every, k, np.minimum(count, k)))
         with np.errstate(invalid='ignore'):
             hits = (s <= bound) if inclusive else (s < bound)
-        return hits.sum(axis=0, dtype=np.int64)
+        return hits.sum(axis=0, dtype=self.counter).astype(np.int64)
 
     def move(self, idx: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Window ends after rejecting values < lo and > hi (cumulative;

@@ -3318,8 +3318,9 @@ percentile, minmax, gesd
         if rmap is not None and settings.codec is not None:
             index = 1 + names.index('rejection_map')
             temps[index] = compressed_map(rmap, first, plan.strip_rows, settings.codec, stack)
+        table = job.table()
         if 'frame_stats' in extras:
-            write_frame_stats(temps[1 + names.index('frame_stats')], job.table())
+            write_frame_stats(temps[1 + names.index('frame_stats')], table)
         publish(temps, [output, *extras.values()], settings.force, _cli)
     n, points = len(frames), first.height * first.width * first.samples
     return Stats(
@@ -3332,7 +3333,7 @@ percentile, minmax, gesd
         bytes_read=n * points * first.dtype.itemsize,
         band_rows=plan.rows,
         low=job.low,
-        frame_table=job.table(),
+        frame_table=table,
     )
 
 
@@ -4513,8 +4514,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-PARAMETERS = {'percentile': 'percentile', 'minmax': 'minmax', 'gesd': 'gesd'}
-"""Parameters that only one rejection uses."""
+PARAMETERS = ('percentile', 'minmax', 'gesd')
+"""Options that only the rejection of the same name uses."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -4530,9 +4531,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error('--demo DIR takes no OUTPUT or INPUT')
     if args.demo is None and (args.output is None or not args.inputs):
         parser.error('need OUTPUT and at least one INPUT (or --demo DIR)')
-    for name, method in PARAMETERS.items():
-        if getattr(args, name) is not None and args.reject != method:
-            parser.error(f'--{name} applies to --reject {method} only, not --reject {args.reject}')
+    for name in PARAMETERS:
+        if getattr(args, name) is not None and args.reject != name:
+            parser.error(f'--{name} applies to --reject {name} only, not --reject {args.reject}')
     if args.reject not in ITERATIVE and (
             args.sigma is not None or args.sigma_low is not None or args.sigma_high is not None):
         parser.error(f'-s, --sigma-low and --sigma-high do not apply to --reject {args.reject}')

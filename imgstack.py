@@ -646,7 +646,6 @@ def clip_points(
     offset: np.ndarray | None = None,
     weights: np.ndarray | None = None,
     channels: int = 1,
-    first_point: int = 0,
     want_mask: bool = False,
     frame_counts: bool = False,
     scratch: int = CHUNK_BYTES,
@@ -659,7 +658,7 @@ def clip_points(
     (a point never depends on another), optionally in parallel through
     ``map_``.  ``factor``, ``offset`` and ``weights`` are per frame and
     channel, shape ``(n, channels)``; point ``j`` holds channel
-    ``(first_point + j) % channels``.  ``want_mask`` returns the mask of
+    ``j % channels``.  ``want_mask`` returns the mask of
     the values kept and the per-frame counts; ``frame_counts`` the counts
     alone (no mask of the whole array).
     """
@@ -687,7 +686,7 @@ def clip_points(
     def per_point(table: np.ndarray | None, a: int, b: int) -> np.ndarray | None:
         if table is None:
             return None
-        index = (first_point + np.arange(a, b)) % channels
+        index = np.arange(a, b) % channels
         return table[:, index]
 
     def work(bound: tuple[int, int]) -> int:
@@ -712,7 +711,7 @@ def clip_points(
             if want_mask:
                 kept[:, a:b] = k
             del k
-            index = (first_point + np.arange(a, b)) % channels
+            index = np.arange(a, b) % channels
             with lock:
                 for c in range(channels):
                     sel = index == c
@@ -834,6 +833,7 @@ class _Chunk:
         self.b = self.k.copy()
         self.keep: np.ndarray | None = None  # sorted rows kept (linear only)
         self.low_rows: np.ndarray | None = None  # sorted rows rejected low (linear)
+        self._order: tuple[np.ndarray, ...] | None = None  # kept_in_frame_order's masks
 
     def _prefix(
         self, z: np.ndarray, rows: np.ndarray, square: bool = False
@@ -1265,6 +1265,11 @@ class _Chunk:
         first; a value's place in the sort is the number of values below it
         plus the equal values of earlier frames.
         """
+        if self._order is None:  # the window is final: the masks too
+            self._order = self._masks_in_frame_order()
+        return self._order
+
+    def _masks_in_frame_order(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x = self.frames
         n, c = x.shape
         valid = np.ones((n, c), bool) if self.invalid is None else ~self.invalid
@@ -1933,7 +1938,6 @@ class Frame:
     # the offsets and byte counts lie in the file (position, dtype), when
     # they are too many to keep in memory
     largest: int = 0  # largest stored strip or tile, bytes
-    stored: int = 0  # stored bytes of all strips or tiles
     fd: int | None = None  # an open (unlinked) raw file decoded beforehand
 
     def segments(self, fd: int, first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
@@ -2069,8 +2073,9 @@ def open_frame(path: str) -> Frame:
     except OSError as exc:
         raise ImgstackError(path, exc.strerror or str(exc)) from exc
     try:
-        identity = _identity(os.fstat(fd))
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        identity = _identity(info)
+        if not stat.S_ISREG(info.st_mode):
             raise ImgstackError(path, 'not a regular file')
         with os.fdopen(os.dup(fd), 'rb') as fh, tifffile.TiffFile(fh, name=path) as tif:
             page = tif.pages.first
@@ -2224,7 +2229,6 @@ def _check_sizes(frame: Frame, filesize: int) -> None:
     """Refuse a header whose data cannot be in the file; note the largest
     and total stored sizes (the tables may not be kept)."""
     frame.largest = int(frame.bytecounts.max(initial=0))
-    frame.stored = int(frame.bytecounts.sum())
     ends = frame.offsets + frame.bytecounts
     if len(ends) and int(ends.max()) > filesize:
         raise ImgstackError(
@@ -2233,7 +2237,7 @@ def _check_sizes(frame: Frame, filesize: int) -> None:
             f'but the file has {filesize} bytes',
         )
     size = frame.height * frame.planes * frame.row_bytes
-    stored = frame.stored
+    stored = int(frame.bytecounts.sum())
     if frame.raw and stored < size:
         raise ImgstackError(
             frame.path,
@@ -3044,14 +3048,17 @@ class Settings:
         """The settings as options, for the output's ImageDescription."""
         m = self.method
         parts = [f'imgstack {__version__}:']
-        if m.sigma_low == m.sigma_high:
-            parts.append(f'-s {m.sigma_low:g}')
-        else:
-            parts.append(f'--sigma-low {m.sigma_low:g} --sigma-high {m.sigma_high:g}')
-        parts.append(f'-i {m.iterations} --center {m.center}')
         if m.reject != 'sigma':
             parts.append(f'--reject {m.reject}')
-        if m.reject in ('percentile', 'minmax', 'gesd'):
+        if m.reject in ITERATIVE:  # the options that apply, as a command line
+            if m.sigma_low == m.sigma_high:
+                parts.append(f'-s {m.sigma_low:g}')
+            else:
+                parts.append(f'--sigma-low {m.sigma_low:g} --sigma-high {m.sigma_high:g}')
+            parts.append(f'-i {m.iterations}')
+        if m.reject == 'sigma':
+            parts.append(f'--center {m.center}')
+        if m.reject in PARAMETERS:
             a, b = getattr(m, m.reject)
             parts.append(f'--{m.reject} {a:g}:{b:g}')
         if m.combine != 'mean':
@@ -3284,7 +3291,8 @@ percentile, minmax, gesd
         f.iccprofile = None  # only the first input's profile is written
     first = frames[0]
     alpha = first.alpha_index(settings.no_alpha)
-    need_stats = settings.normalize != 'none' or settings.weights != 'none' or 'frame_stats' in extras
+    need_stats = (settings.normalize != 'none' or settings.weights != 'none'
+                  or 'frame_stats' in extras or report.level >= 2)
     plan = plan_bands(
         frames, memory=settings.memory, rows=settings.rows, alpha=alpha is not None,
         rejection_map='rejection_map' in extras,
@@ -3550,11 +3558,7 @@ class Job:
         except ValueError as exc:
             index = int(str(exc).split()[1])
             raise ImgstackError(self.frames[index].path, str(exc).split(' ', 2)[2]) from exc
-        if factor is not None and self.alpha is not None:
-            factor[:, self.alpha], offset[:, self.alpha] = 1.0, 0.0
         self.factor, self.offset = factor, offset
-        if self.weights is not None and self.alpha is not None:
-            self.weights[:, self.alpha] = 1.0
         if s.normalize == 'none':
             advice = drift_advice(self.stats, self.alpha, first.dtype)
             if advice:
@@ -3613,11 +3617,14 @@ class Job:
                     f'scale_{c}': float(st.scale[c]),
                     f'noise_{c}': float(st.noise[c]),
                     f'weight_{c}': w,
-                    f'rejected_low_{c}': lo,
-                    f'rejected_low_pct_{c}': 100.0 * lo / points,
-                    f'rejected_high_{c}': hi,
-                    f'rejected_high_pct_{c}': 100.0 * hi / points,
                 })
+                if self.want_frames:  # counted only for the table
+                    row.update({
+                        f'rejected_low_{c}': lo,
+                        f'rejected_low_pct_{c}': 100.0 * lo / points,
+                        f'rejected_high_{c}': hi,
+                        f'rejected_high_pct_{c}': 100.0 * hi / points,
+                    })
             rows.append(row)
         return rows
 
@@ -3709,7 +3716,7 @@ def _opaque(dtype: np.dtype) -> float:
     return 1.0 if dtype.kind == 'f' else float(np.iinfo(dtype).max)
 
 
-def sample_rows(frame: Frame, room: int, values: int = SAMPLE_VALUES) -> np.ndarray:
+def sample_rows(frame: Frame, room: int, values: int) -> np.ndarray:
     """Rows whose values the frame statistics use: runs spread evenly over
     the height, at least ``values`` values per channel (every row of a
     smaller frame), the sample of one frame within ``room`` bytes."""
@@ -4166,7 +4173,7 @@ def compressed_map(
     return target
 
 
-def map_args(first: Frame, name: str = MAP_PAGES[0]) -> dict[str, Any]:
+def map_args(first: Frame, name: str) -> dict[str, Any]:
     """Return the arguments of ``TiffWriter.write`` for one page of the
     rejection map: one uint16 count per pixel, grayscale."""
     return {

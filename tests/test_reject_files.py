@@ -172,3 +172,25 @@ def test_median_stack_removes_a_person_standing_still(tmp_path):
             assert error > 1000  # sigma clipping keeps it
         else:
             assert error < worst
+
+
+@pytest.mark.parametrize(
+    ('args', 'recorded'),
+    [
+        ([], '-s 2.5 -i 5 --center mean; 8 frames'),
+        (['--reject', 'minmax'], ': --reject minmax --minmax 1:1; 8 frames'),
+        (['--reject', 'winsorized', '-s', '3'], ': --reject winsorized -s 3 -i 5; 8 frames'),
+        (['--reject', 'none', '--combine', 'median'], ': --reject none --combine median; 8 frames'),
+    ],
+)
+def test_description_is_a_command_line_that_works(tmp_path, args, recorded):
+    """ImageDescription records the options that apply, so that they can be
+    given again: no -s or --center for a method that refuses them."""
+    paths = write(tmp_path, night(8, (6, 7), drift=0.0))
+    out = tmp_path / 'out.tif'
+    assert imgstack.main(['-q', *args, str(out), *paths]) == 0
+    with tifffile.TiffFile(out) as tif:
+        description = tif.pages.first.tags['ImageDescription'].value
+    assert description.endswith(recorded), description
+    options = description.split(': ', 1)[1].rsplit(';', 1)[0].split()
+    assert imgstack.main(['-q', '-f', *options, str(out), *paths]) == 0

@@ -1829,9 +1829,7 @@ def normalization(
         (no valid value, zero location for multiplicative, zero scale for
         additive-scale); the message gives the frame's index.
     """
-    if mode not in NORMALIZATIONS:
-        msg = f'normalize must be one of {", ".join(NORMALIZATIONS)}, not {mode!r}'
-        raise ValueError(msg)
+    _check_normalize(mode)
     if mode == 'none':
         return None, None
     loc = np.array([s.location for s in stats])
@@ -1853,6 +1851,12 @@ def normalization(
         return ref_loc / loc, np.zeros_like(loc)
     factor = scale.mean(axis=0) / scale
     return factor, ref_loc - loc * factor
+
+
+def _check_normalize(mode: Any) -> None:
+    if mode not in NORMALIZATIONS:
+        msg = f'normalize must be one of {", ".join(NORMALIZATIONS)}, not {mode!r}'
+        raise ValueError(msg)
 
 
 def noise_weights(stats: Sequence[FrameStats], factor: np.ndarray | None) -> np.ndarray:
@@ -2069,7 +2073,7 @@ def open_frame(path: str) -> Frame:
     if not stat.S_ISREG(info.st_mode):  # a FIFO or a device: never open it
         raise ImgstackError(path, 'not a regular file')
     try:
-        fd = os.open(path, os.O_RDONLY | BINARY | getattr(os, 'O_NONBLOCK', 0))
+        fd = _open_read(path)
     except OSError as exc:
         raise ImgstackError(path, exc.strerror or str(exc)) from exc
     try:
@@ -2101,6 +2105,11 @@ def open_frame(path: str) -> Frame:
     return frame
 
 
+def _open_read(path: str) -> int:
+    """Open a file for reading; never block on a FIFO that appeared since."""
+    return os.open(path, os.O_RDONLY | BINARY | getattr(os, 'O_NONBLOCK', 0))
+
+
 def _identity(info: os.stat_result) -> tuple[int, ...]:
     return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
@@ -2117,7 +2126,7 @@ def open_input(frame: Frame) -> int:
     if frame.fd is not None:
         return os.dup(frame.fd)
     try:
-        fd = os.open(frame.path, os.O_RDONLY | BINARY | getattr(os, 'O_NONBLOCK', 0))
+        fd = _open_read(frame.path)
     except OSError as exc:
         raise ImgstackError(frame.path, exc.strerror or str(exc)) from exc
     try:
@@ -3108,9 +3117,7 @@ def settings_from(
             iterations=iterations, center=center,
             percentile=tuple(percentile), minmax=tuple(minmax), gesd=tuple(gesd),
         )
-        if normalize not in NORMALIZATIONS:
-            msg = f'normalize must be one of {", ".join(NORMALIZATIONS)}, not {normalize!r}'
-            raise ValueError(msg)
+        _check_normalize(normalize)
         if weights not in ('none', 'noise'):
             msg = f"weights must be 'none' or 'noise', not {weights!r}"
             raise ValueError(msg)
@@ -3581,22 +3588,26 @@ class Job:
         finally:
             os.close(fd)
         sample = planes[0] if len(planes) == 1 else np.concatenate(planes, axis=-1)
-        valid = self._valid(sample[np.newaxis])
+        a = None if self.alpha is None else sample[np.newaxis, ..., self.alpha:self.alpha + 1]
+        valid = self._valid(sample[np.newaxis], a, self.alpha)
         return frame_statistics(sample, None if valid is None else valid[0])
 
-    def _valid(self, values: np.ndarray) -> np.ndarray | None:
-        """Validity of values ``(n, rows, width, samples)`` of all channels:
-        opaque (with alpha) and inside the valid range (alpha excepted)."""
-        first = self.frames[0]
+    def _valid(
+        self, values: np.ndarray, a: np.ndarray | None, alpha: int | None,
+        in_range: bool = True,
+    ) -> np.ndarray | None:
+        """Validity of values ``(n, rows, width, samples)``: opaque where
+        the alpha values ``a`` say so, and inside the valid range (unless
+        ``in_range`` is False: an alpha plane), but for the channel
+        ``alpha`` of the last axis.  None while every value is valid."""
         valid = None
-        if self.alpha is not None:
-            a = values[..., self.alpha:self.alpha + 1]
-            valid = np.broadcast_to(a >= _opaque(first.dtype), values.shape)
+        if a is not None:
+            valid = np.broadcast_to(a >= _opaque(self.frames[0].dtype), values.shape)
         vr = self.settings.valid_range
-        if vr is not None:
-            inside = valid_mask(values, None, vr)
-            if inside is not None and self.alpha is not None:
-                inside[..., self.alpha] = True
+        inside = valid_mask(values, None, vr) if vr is not None and in_range else None
+        if inside is not None:
+            if alpha is not None:
+                inside[..., alpha] = True
             valid = inside if valid is None else valid & inside
         return valid
 
@@ -3658,19 +3669,14 @@ class Job:
         """Reject and combine each band; yield the encoded strips."""
         first, plan, s = self.frames[0], self.plan, self.settings
         total_rows = first.height * first.planes
+        scratch = chunk_scratch(s.memory)
+        scale = float(np.iinfo(first.dtype).max) if first.dtype.kind in 'iu' else 1.0
         done = 0
         self.report.start()
         for plane, r0, r1, values, a in bands:
             n = values.shape[0]
-            valid = None
-            if a is not None:
-                valid = np.broadcast_to(a >= _opaque(first.dtype), values.shape)
-            if s.valid_range is not None:
-                inside = valid_mask(values, None, s.valid_range)
-                if inside is not None and self.alpha is not None and not first.planar:
-                    inside[..., self.alpha] = True
-                if inside is not None and not (first.planar and plane == self.alpha):
-                    valid = inside if valid is None else valid & inside
+            valid = self._valid(values, a, None if first.planar else self.alpha,
+                                in_range=not (first.planar and plane == self.alpha))
             if valid is not None:
                 valid = valid.reshape(n, -1)
             channels = first.contig
@@ -3679,7 +3685,7 @@ class Job:
             core = clip_points(
                 values.reshape(n, -1), valid, s.method, factor=tables[0], offset=tables[1],
                 weights=tables[2], channels=channels, frame_counts=self.want_frames,
-                scratch=chunk_scratch(s.memory), map_=workers.map,
+                scratch=scratch, map_=workers.map,
             )
             del valid
             self.rejected += int(core.rejected.sum())
@@ -3690,8 +3696,8 @@ class Job:
                 self.frame_low[:, cols] += core.frame_low
                 self.frame_high[:, cols] += core.frame_high
             result = core.result
-            if first.dtype.kind in 'iu' and self.out_dtype != first.dtype:  # [0, 1]
-                result = result / float(np.iinfo(first.dtype).max)
+            if self.out_dtype != first.dtype and scale != 1.0:  # [0, 1] from integers
+                result = result / scale
             out = to_dtype(result, self.out_dtype).reshape(r1 - r0, first.width, first.contig)
             del result
             if rmap is not None:

@@ -828,6 +828,10 @@ class _Chunk:
             s = t.T - self.shift
             self._z = s if bad is None else np.where(rows < self.k, s, 0.0)
             self.s = s
+        # the sorted values as one flat run, read by index: np.take is 2-3x
+        # faster than indexing with a row and a column array
+        self._flat = self.s.ravel(order='K')
+        self._rs, self._cs = (c, 1) if self.s.flags.c_contiguous else (1, n)
         self._sums: tuple[np.ndarray, ...] | None = None  # prefix sums, made when asked
         self.a = np.zeros(c, np.int64)
         self.b = self.k.copy()
@@ -902,7 +906,7 @@ class _Chunk:
     def at(self, row: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """The sorted (shifted) value at ``row`` of the points idx, float64."""
         row = np.minimum(np.maximum(row, 0), self.n - 1)
-        return self.s[row, idx].astype(np.float64)
+        return self._flat.take(row * self._rs + idx * self._cs).astype(np.float64)
 
     def median(self, a: np.ndarray, b: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """Median of the windows (mean of the two middle values)."""
@@ -928,10 +932,40 @@ class _Chunk:
             hits = (s <= bound) if inclusive else (s < bound)
         return hits.sum(axis=0, dtype=self.counter).astype(np.int64)
 
+    def search(self, idx: np.ndarray, start: np.ndarray, end: np.ndarray, bound: np.ndarray,
+               inclusive: bool) -> np.ndarray:
+        """The first row in start..end-1 of the points idx whose value is
+        not < bound (not <= bound with inclusive), or end: rows are sorted,
+        so a binary search, after a first look that settles the windows
+        that do not move.  A NaN bound stops at start (at end with
+        inclusive): it rejects nothing."""
+        flat, rs, base = self._flat, self._rs, idx * self._cs
+
+        def below(row: np.ndarray, w: np.ndarray) -> np.ndarray:
+            v = flat.take(row * rs + base[w], mode='clip')
+            with np.errstate(invalid='ignore'):
+                return ~(v > bound[w]) if inclusive else v < bound[w]
+
+        pos = start.copy()
+        w = np.flatnonzero(start < end)
+        w = w[below(start[w], w)]
+        if w.size:
+            lo, hi = start[w] + 1, end[w]
+            step = 1 << max(int((hi - lo).max()).bit_length() - 1, 0)
+            while step:  # lo moves past t while t's value is below the bound
+                t = lo + (step - 1)
+                lo = np.where((t < hi) & below(t, w), lo + step, lo)
+                step >>= 1
+            pos[w] = lo
+        return pos
+
     def move(self, idx: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Window ends after rejecting values < lo and > hi (cumulative;
         a NaN bound rejects nothing on its side)."""
         a, b = self.a[idx], self.b[idx]
+        if idx.size < self.s.shape[1]:  # a few points: searched in their windows
+            na = self.search(idx, a, b, lo, False)
+            return na, self.search(idx, na, b, hi, True)
         na = np.maximum(a, self.count_below(lo, idx, False))
         nb = np.minimum(b, self.count_below(hi, idx, True))
         na = np.where(np.isnan(lo), a, na)
@@ -985,7 +1019,10 @@ class _Chunk:
         lower middle); the upper middle is the next one in merged order.
         """
         count = b - a
-        p = np.clip(self.count_below(c, idx, False), a, b)
+        if idx.size < self.s.shape[1]:
+            p = self.search(idx, a, b, c, False)
+        else:
+            p = np.clip(self.count_below(c, idx, False), a, b)
         nl, nr = p - a, b - p
         q = np.maximum(count - 1, 0) // 2
         lo, hi = np.maximum(0, q + 1 - nr), np.minimum(q + 1, nl)
@@ -1000,13 +1037,21 @@ class _Chunk:
             return np.where(inside, self.at(p[w] + j, idx[w]) - c[w],
                             np.where(j < 0, -np.inf, np.inf))
 
-        live = np.flatnonzero(lo < hi)
-        while live.size:  # only the points still searching
-            t = (lo[live] + hi[live]) // 2
-            more = left(t, live) < right(q[live] - t, live)
-            lo[live] = np.where(more, t + 1, lo[live])
-            hi[live] = np.where(more, hi[live], t)
-            live = live[lo[live] < hi[live]]
+        # more(t) = left(t) < right(q - t) holds for t below the answer: the
+        # answer is lo plus the count of t in lo..hi-1 where it holds, found
+        # by steps of halving size; rows in the search are inside both runs
+        flat, rs = self._flat, self._rs
+        at_left = (p - 1) * rs + idx * self._cs  # left(t) is c - flat[at_left - t rs]
+        at_right = at_left + (q + 1) * rs  # right(q - t) is flat[at_right - t rs] - c
+        span = int((hi - lo).max(initial=0))
+        step = 1 << max(span.bit_length() - 1, 0)
+        while span and step:
+            t = lo + (step - 1)  # the t tested: lo moves past it when it holds
+            back = t * rs
+            more = (c - flat.take(at_left - back, mode='clip')
+                    < flat.take(at_right - back, mode='clip') - c)
+            lo = np.where(more & (t < hi), lo + step, lo)
+            step >>= 1
         every = np.arange(idx.size)
         with np.errstate(invalid='ignore'):  # inf - inf where nothing is left
             first = np.maximum(left(lo - 1, every), right(q - lo, every))
@@ -1019,56 +1064,73 @@ class _Chunk:
         count, _, var = self.stats(a, b, idx)
         c = self.median(a, b, idx)
         d = np.sqrt(var)
-        up1, lo1, up2, lo2 = self.sums
-        # the clamped copy: rows a..ia-1 become lo, rows ib..b-1 become hi,
-        # rows ia..ib-1 keep their values, whose sums (m1, m2) and the
-        # values either side of ia and ib are kept from round to round; a
-        # round that moves no clamp past a value needs no data at all
-        ia, ib = a.copy(), b.copy()
-        m1, m2 = np.zeros(idx.size), np.zeros(idx.size)
-        edges = [np.full(idx.size, np.nan) for _ in range(4)]  # at ia-1, ia, ib-1, ib
-        todo = np.flatnonzero(count > 0)
+        # while no clamp passes a value, the clamped copy's variance is a
+        # quadratic in the spread u: a round is a few operations on the
+        # points still iterating (compacted as they finish), and only the
+        # points whose u left its range read data to find their clamps
+        at = np.flatnonzero(count > 0)  # the points iterating: places in idx
+        u = d[at]
+        ia, ib = a.copy(), b.copy()  # the clamp rows, by place in idx
+        reach = [np.full(at.size, np.inf), np.full(at.size, -np.inf)]  # u's range
+        poly = [np.zeros(at.size) for _ in range(3)]  # variance = p0 + p1 u + p2 u^2
         for _ in range(WINSOR_MAX_ROUNDS):
-            if not todo.size:
+            if not at.size:
                 break
-            cc, dd = c[todo], d[todo]
-            lo, hi = cc - WINSOR_CLAMP * dd, cc + WINSOR_CLAMP * dd
-            with np.errstate(invalid='ignore'):
-                moved = ~((edges[0][todo] < lo) & (edges[1][todo] >= lo)
-                          & (edges[2][todo] <= hi) & (edges[3][todo] > hi))
+            moved = ~((u >= reach[0]) & (u < reach[1]))
             if moved.any():
-                w = todo[moved]
-                self._clamps(w, idx[w], a[w], b[w], lo[moved], hi[moved], ia, ib, m1, m2,
-                             edges, (up1, lo1, up2, lo2))
-            aa, bb, na, nb = a[todo], b[todo], ia[todo], ib[todo]
-            n_lo, n_hi, cnt = na - aa, bb - nb, bb - aa
-            with np.errstate(invalid='ignore', divide='ignore'):
-                mean = (m1[todo] + n_lo * lo + n_hi * hi) / cnt
-                second = (m2[todo] + n_lo * lo * lo + n_hi * hi * hi) / cnt
-                new = WINSOR_FACTOR * np.sqrt(np.maximum(second - mean * mean, 0.0))
-                done = ~(np.abs(new - dd) > WINSOR_TOLERANCE * new)
-            d[todo] = new
-            todo = todo[~done]
+                w = np.flatnonzero(moved)
+                self._clamps(w, at[w], idx, a, b, c, u[w], ia, ib, reach, poly)
+            p0, p1, p2 = poly
+            new = WINSOR_FACTOR * np.sqrt(np.maximum(p0 + u * (p1 + u * p2), 0.0))
+            with np.errstate(invalid='ignore'):
+                done = ~(np.abs(new - u) > WINSOR_TOLERANCE * new)
+            u = new
+            if done.any():
+                d[at[done]] = u[done]
+                go = ~done
+                at, u = at[go], u[go]
+                reach, poly = [r[go] for r in reach], [p[go] for p in poly]
+        d[at] = u  # the rounds' cap reached
         return self._apply(idx, c, d)
 
     def _clamps(
-        self, w: np.ndarray, i: np.ndarray, aa: np.ndarray, bb: np.ndarray, lo: np.ndarray,
-        hi: np.ndarray, ia: np.ndarray, ib: np.ndarray, m1: np.ndarray, m2: np.ndarray,
-        edges: list[np.ndarray], sums: tuple[np.ndarray, ...],
+        self, w: np.ndarray, at: np.ndarray, idx: np.ndarray, a: np.ndarray, b: np.ndarray,
+        c: np.ndarray, u: np.ndarray, ia: np.ndarray, ib: np.ndarray, reach: list[np.ndarray],
+        poly: list[np.ndarray],
     ) -> None:
-        """Find the clamps of points w (window rows aa..bb-1), the sums of
-        the rows between them, and the values either side of each."""
-        na = self._seek(ia[w], lo, aa, bb, i, inclusive=False)
-        nb = self._seek(np.maximum(ib[w], na), hi, na, bb, i, inclusive=True)
-        ia[w], ib[w] = na, nb
-        up1, lo1, up2, lo2 = sums
-        m1[w] = self.window_sum(up1, lo1, na, nb, i)
-        m2[w] = self.window_sum(up2, lo2, na, nb, i)
+        """Clamp the windows a..b-1 of the points at (places in idx) at
+        c -+ 1.5 u: find the clamp rows, the range of u over which they hold
+        and the clamped copy's variance as a quadratic in u; store them at
+        w."""
+        i, aa, bb, c = idx[at], a[at], b[at], c[at]
+        k = WINSOR_CLAMP
+        if i.size == self.s.shape[1]:  # every point (a first round): counted
+            na, nb = self.move(i, c - k * u, c + k * u)
+        else:  # the others move a row or two: walked
+            na = self._seek(ia[at], c - k * u, aa, bb, i, inclusive=False)
+            nb = self._seek(np.maximum(ib[at], na), c + k * u, na, bb, i, inclusive=True)
+        ia[at], ib[at] = na, nb
+        # sums of the values between the clamps less c: exact for integers
+        up1, lo1, up2, lo2 = self.sums
+        inside = nb - na
+        m1 = self.window_sum(up1, lo1, na, nb, i)
+        m2 = self.window_sum(up2, lo2, na, nb, i) - 2 * c * m1 + inside * c * c
+        m1 -= inside * c
+        count = bb - aa
+        spread = (bb - nb) - (na - aa)  # values clamped high less those clamped low
+        poly[0][w] = (m2 - m1 * m1 / count) / count
+        poly[1][w] = -2 * k * spread * m1 / (count * count)
+        poly[2][w] = k * k * ((count - inside) * count - spread * spread) / (count * count)
+        # the clamps hold while no value crosses them: below ia (above ib)
+        # stay below c - 1.5 u (above c + 1.5 u), the others between
         inf = np.inf
-        edges[0][w] = np.where(na > aa, self.at(na - 1, i), -inf)
-        edges[1][w] = np.where(na < bb, self.at(na, i), inf)
-        edges[2][w] = np.where(nb > na, self.at(nb - 1, i), -inf)
-        edges[3][w] = np.where(nb < bb, self.at(nb, i), inf)
+        below_low = np.where(na > aa, self.at(na - 1, i), -inf)
+        at_low = np.where(na < bb, self.at(na, i), inf)
+        below_high = np.where(nb > na, self.at(nb - 1, i), -inf)
+        at_high = np.where(nb < bb, self.at(nb, i), inf)
+        with np.errstate(invalid='ignore'):
+            reach[0][w] = np.maximum(c - at_low, below_high - c) / k
+            reach[1][w] = np.minimum(c - below_low, at_high - c) / k
 
     def _seek(self, pos: np.ndarray, bound: np.ndarray, low: np.ndarray, high: np.ndarray,
               idx: np.ndarray, inclusive: bool) -> np.ndarray:

@@ -797,17 +797,11 @@ class _Chunk:
         if valid is not None:
             bad = ~valid if bad is None else bad | ~valid
         self.invalid = bad
-        # sort each point's values, invalid ones last: the transposed copy
-        # sorts along contiguous rows, 2-3x faster than along the frame axis
-        t = np.array(work.T, order='C')  # a copy, even of one column
-        if bad is not None:
-            fill = np.nan if t.dtype.kind == 'f' else np.iinfo(t.dtype).max
-            t[bad.T] = fill
-            self.k = n - bad.sum(axis=0)
-        else:
-            self.k = np.full(c, n, np.int64)
-        t.sort(axis=1)
-        self.sorted_native = t  # (c, n): each point's values, sorted
+        # sort each point's values, invalid ones last (NaN, or the type's
+        # maximum): sorted is (n, c), each column a point's values in order
+        sorted_ = sort_points(work, bad)
+        self.k = np.full(c, n, np.int64) if bad is None else n - bad.sum(axis=0)
+        self.sorted_native = sorted_
         rows = np.arange(n)[:, np.newaxis]
         # counts of up to n values: in a byte when they fit (4x faster sums)
         self.counter = np.uint8 if n < 256 else np.int32
@@ -818,14 +812,14 @@ class _Chunk:
             # variances' numerators; invalid values (the type's maximum)
             # lie past k, where no window reaches
             self.shift = np.zeros(c)
-            self.s = np.ascontiguousarray(t.T)
+            self.s = np.ascontiguousarray(sorted_)
             self._z = self.s
         else:
             # floats: shifted by the median of the valid values, so that
             # sums are short (little cancellation); invalid values are NaN
-            mid = np.take_along_axis(t, np.maximum((self.k - 1) // 2, 0)[:, np.newaxis], 1)[:, 0]
+            mid = sorted_[np.maximum((self.k - 1) // 2, 0), np.arange(c)]
             self.shift = np.where(self.k > 0, mid, 0).astype(np.float64)
-            s = t.T - self.shift
+            s = sorted_ - self.shift
             self._z = s if bad is None else np.where(rows < self.k, s, 0.0)
             self.s = s
         # the sorted values as one flat run, read by index: np.take is 2-3x
@@ -1352,7 +1346,7 @@ class _Chunk:
         """Mask of the valid values whose place in the sort is < bound."""
         x = self.frames
         at = np.arange(x.shape[1])
-        edge = self.sorted_native[at, np.minimum(bound, self.n - 1)]
+        edge = self.sorted_native[np.minimum(bound, self.n - 1), at]
         if x.dtype.kind == 'f':
             edge = np.where(bound < self.k, edge, np.inf)
             with np.errstate(invalid='ignore'):
@@ -1398,11 +1392,8 @@ def _clip_chunk(
     # values (NaN sorts last), so each pass finds its median by index.
     # Transparent pixels would break the run: they take the general way.
     presorted = center == 'median' and valid is None and iterations > 0
-    if presorted:  # sorted along contiguous rows: 3x faster than along axis 0
-        t = np.array(x.T, order='C')
-        t.sort(axis=1)
-        x = np.ascontiguousarray(t.T)
-        del t
+    if presorted:
+        x = np.ascontiguousarray(sort_points(x, None))
     kept = valid
     if v.dtype.kind == 'f':
         nan = np.isnan(x)
@@ -1452,6 +1443,63 @@ def _clip_chunk(
                 wsum, wx = _weighted_sums(x, kept, w)
                 mean[active] = np.where(count > 0, wx / wsum, fallback[active])
     return mean, rejected, below, passes
+
+
+NETWORK_MAX = 128
+"""Up to this many frames, 8- and 16-bit integers are sorted by a sorting
+network: 2.5x faster than a sort of the transposed copy at 24 frames, as
+fast at 200."""
+
+
+@functools.lru_cache(maxsize=None)
+def sorting_network(n: int) -> tuple[tuple[int, int], ...]:
+    """The comparators ``(i, j)``, i < j, of Batcher's merge exchange for n
+    items (Knuth, TAOCP vol. 3, 5.2.2, Algorithm M): after them in order,
+    each putting the smaller of items i and j at i, the n items are
+    sorted."""
+    pairs = []
+    t = (n - 1).bit_length()
+    p = 1 << t >> 1
+    while p > 0:
+        q, r, d = 1 << t >> 1, 0, p
+        while True:
+            pairs.extend((i, i + d) for i in range(n - d) if i & p == r)
+            if q == p:
+                break
+            d, q, r = q - p, q >> 1, p
+        p >>= 1
+    return tuple(pairs)
+
+
+def sort_points(x: np.ndarray, invalid: np.ndarray | None) -> np.ndarray:
+    """Return the values of each point (column) of x ``(n, c)`` sorted,
+    the invalid ones last as NaN (floats) or the type's maximum, as a new
+    ``(n, c)`` array: C-ordered from the network, else a transposed view.
+
+    Small integers go through `sorting_network` on whole rows, without
+    transposing (each comparator is two numpy calls on contiguous rows);
+    the rest are sorted along the contiguous rows of a transposed copy,
+    2-3x faster than along the frame axis.
+    """
+    n, c = x.shape
+    fill = np.nan if x.dtype.kind == 'f' else np.iinfo(x.dtype).max
+    if x.dtype.kind in 'iu' and x.dtype.itemsize <= 2 and n <= NETWORK_MAX:
+        work = np.empty((n + 1, c), x.dtype)  # a spare row for each minimum
+        work[:n] = x
+        if invalid is not None:
+            np.putmask(work[:n], invalid, fill)
+        rows, spare = list(range(n)), n  # where item i is: rows[i]
+        for i, j in sorting_network(n):
+            a, b = rows[i], rows[j]
+            np.minimum(work[a], work[b], out=work[spare])
+            np.maximum(work[a], work[b], out=work[b])
+            rows[i], spare = spare, a
+        return work[rows]
+    t = np.array(x.T, order='C')  # a copy, even of one column
+    if invalid is not None:
+        t[invalid.T] = fill
+    t.sort(axis=1)
+    return t.T
 
 
 def _weighted_sums(

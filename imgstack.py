@@ -831,6 +831,7 @@ class _Chunk:
         self.b = self.k.copy()
         self.keep: np.ndarray | None = None  # sorted rows kept (linear only)
         self.low_rows: np.ndarray | None = None  # sorted rows rejected low (linear)
+        self._linear_left: tuple[np.ndarray, ...] = ()  # linear's working set
         self._order: tuple[np.ndarray, ...] | None = None  # kept_in_frame_order's masks
 
     def _prefix(
@@ -1152,36 +1153,37 @@ class _Chunk:
         return pos
 
     def _linear(self, idx: np.ndarray) -> np.ndarray:
-        if self.keep is None:
+        if self.keep is None:  # the first pass: every valid value
             self.keep = np.arange(self.n)[:, np.newaxis] < self.k
             self.low_rows = np.zeros_like(self.keep)
-        keep = self.keep[:, idx]
+            keep = self.keep[:, idx]
+            y = np.where(keep, self.s[:, idx], 0.0)
+            low_rows = np.zeros_like(keep)
+        else:  # the points that moved in the last pass (reject's idx), as
+            # they were left: their values (0 where not kept) and masks
+            moved, keep, y, low_rows = self._linear_left
+            keep, y, low_rows = (v.compress(moved, axis=1) for v in (keep, y, low_rows))
         count = keep.sum(axis=0)
-        y = np.where(keep, self.s[:, idx], 0.0)
         # ranks 1..count of the kept values, in order: their mean and spread
         # are known, (count + 1) / 2 and count (count^2 - 1) / 12
-        r = np.empty(keep.shape)
-        rank = np.zeros(keep.shape[1])
-        for i in range(self.n):
-            rank += keep[i]
-            r[i] = rank
+        r = _running_count(keep, np.float64)
         with np.errstate(invalid='ignore', divide='ignore'):
-            dr = (r - (count + 1) / 2) * keep
+            dr = r - (count + 1) / 2
             my = y.sum(axis=0) / count
             srr = count * (count * count - 1) / 12
             slope = np.where(srr > 0, (dr * y).sum(axis=0) / srr, 0.0)
-            res = np.where(keep, y - my - slope * dr, 0.0)
-            d = np.abs(res).sum(axis=0) / count
+            res = y - my - slope * dr  # meaningful where kept
+            d = (np.abs(res) * keep).sum(axis=0) / count
             m = self.method
             low = keep & (res < -m.sigma_low * d)
             out = low | (keep & (res > m.sigma_high * d))
-        self.keep[:, idx] = keep & ~out
-        self.low_rows[:, idx] |= low
-        kept_rows = self.keep[:, idx]
-        any_kept = kept_rows.any(axis=0)
-        self.a[idx] = np.where(any_kept, kept_rows.argmax(axis=0), self.k[idx])
-        self.b[idx] = np.where(any_kept, self.n - kept_rows[::-1].argmax(axis=0), self.k[idx])
-        return out.any(axis=0)
+        keep &= ~out
+        low_rows |= low
+        np.putmask(y, out, 0.0)
+        self.keep[:, idx], self.low_rows[:, idx] = keep, low_rows
+        moved = out.any(axis=0)
+        self._linear_left = (moved, keep, y, low_rows)
+        return moved
 
     def _percentile(self, idx: np.ndarray) -> np.ndarray:
         low, high = self.method.percentile
@@ -1208,20 +1210,33 @@ class _Chunk:
         limit = np.minimum(np.floor(fraction * k).astype(np.int64), np.maximum(k - 2, 0))
         lam = gesd_critical(self.n, alpha)
         best_a, best_b = a.copy(), b.copy()
-        for j in range(1, int(limit.max(initial=0)) + 1):
+        steps = int(limit.max(initial=0))
+        if steps:  # the window's sums, less each value as it is removed
+            z = self._z if idx.size == self._z.shape[1] else self._z[:, idx]
+            if self.invalid is not None:  # the window is rows a..b-1
+                rows = np.arange(self.n)[:, np.newaxis]
+                z = np.where((rows >= a) & (rows < b), z, 0)
+            total = z.sum(axis=0, dtype=np.float64)  # exact for small integers
+            squares = np.square(z, dtype=np.float64).sum(axis=0)
+            count = b - a
+        for j in range(1, steps + 1):
             live = limit >= j
-            if not live.any():
-                break
-            count, mean, var = self.stats(a, b, idx)
+            lowest, highest = self.at(a, idx), self.at(b - 1, idx)
             with np.errstate(invalid='ignore', divide='ignore'):
+                mean = total / count
+                var = np.maximum(count * squares - total * total, 0.0) / (count * count)
                 sd = np.sqrt(var * count / (count - 1))
-                below = mean - self.at(a, idx)
-                above = self.at(b - 1, idx) - mean
+                below, above = mean - lowest, highest - mean
                 take_low = below > above
                 r = np.maximum(below, above) / sd
                 outlier = live & (r > lam[np.clip(count, 0, self.n)])
-            a = np.where(live & take_low, a + 1, a)
-            b = np.where(live & ~take_low, b - 1, b)
+            gone = np.where(take_low, lowest, highest)
+            gone[~live] = 0.0
+            total -= gone
+            squares -= gone * gone
+            a += live & take_low
+            b -= live & ~take_low
+            count -= live
             best_a = np.where(outlier, a, best_a)
             best_b = np.where(outlier, b, best_b)
         changed = (best_a != self.a[idx]) | (best_b != self.b[idx])
@@ -1238,12 +1253,13 @@ class _Chunk:
         the values rejected low, per point."""
         n, k, a, b = self.n, self.k, self.a, self.b
         rows = np.arange(n)[:, np.newaxis]
-        empty = a >= b
-        if self.keep is not None:
+        if self.keep is not None:  # linear: a mask, not a window
             keep = self.keep
             count = keep.sum(axis=0)
+            empty = count == 0
             low = self.low_rows.sum(axis=0)
         else:
+            empty = a >= b
             keep = None
             count = b - a
             low = np.where(empty, np.minimum(a, k), a)
@@ -1283,7 +1299,7 @@ class _Chunk:
             result = mean
         else:
             if keep is not None:  # rows of the kept values, in order
-                order = np.cumsum(keep, axis=0) - 1
+                order = _running_count(keep, np.int64) - 1
                 def nth(j: np.ndarray) -> np.ndarray:
                     return (keep & (order == j)).argmax(axis=0)
             else:
@@ -1356,7 +1372,7 @@ class _Chunk:
             top = bound >= self.k
             less = valid & ((x < edge) | top)
             equal = valid & (x == edge) & ~top
-        rank = np.cumsum(equal, axis=0, dtype=np.int16 if self.n < 32768 else np.int32) - 1
+        rank = _running_count(equal, np.int16 if self.n < 32768 else np.int32) - 1
         return less | (equal & (rank < bound - less.sum(axis=0)))
 
 
@@ -1607,6 +1623,16 @@ def _cumsum_rows(z: np.ndarray, out: np.ndarray) -> None:
     axis of a wide array is several times slower)."""
     for i in range(z.shape[0]):
         np.add(out[i], z[i], out=out[i + 1])
+
+
+def _running_count(mask: np.ndarray, dtype: Any) -> np.ndarray:
+    """The count of true values of mask ``(n, c)`` in rows 0..i, at row i:
+    numpy's cumsum along the first axis, row by row (13x faster)."""
+    out = np.empty(mask.shape, dtype)
+    out[0] = mask[0]
+    for i in range(1, mask.shape[0]):
+        np.add(out[i - 1], mask[i], out=out[i])
+    return out
 
 
 _STEPS: dict[str, Callable[[_Chunk, np.ndarray], np.ndarray]] = {

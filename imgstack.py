@@ -1014,23 +1014,16 @@ class _Chunk:
         lower middle); the upper middle is the next one in merged order.
         """
         count = b - a
-        if idx.size < self.s.shape[1]:
-            p = self.search(idx, a, b, c, False)
-        else:
-            p = np.clip(self.count_below(c, idx, False), a, b)
+        # p, the first row not below c, is the upper middle row unless the
+        # row before it equals c (ties): a binary search for those
+        p = a + count // 2
+        with np.errstate(invalid='ignore'):
+            tied = np.flatnonzero((p > a) & ~(self.at(p - 1, idx) < c))
+        if tied.size:
+            p[tied] = self.search(idx[tied], a[tied], p[tied] - 1, c[tied], False)
         nl, nr = p - a, b - p
         q = np.maximum(count - 1, 0) // 2
         lo, hi = np.maximum(0, q + 1 - nr), np.minimum(q + 1, nl)
-
-        def left(j: np.ndarray, w: np.ndarray) -> np.ndarray:
-            inside = (j >= 0) & (j < nl[w])
-            return np.where(inside, c[w] - self.at(p[w] - 1 - j, idx[w]),
-                            np.where(j < 0, -np.inf, np.inf))
-
-        def right(j: np.ndarray, w: np.ndarray) -> np.ndarray:
-            inside = (j >= 0) & (j < nr[w])
-            return np.where(inside, self.at(p[w] + j, idx[w]) - c[w],
-                            np.where(j < 0, -np.inf, np.inf))
 
         # more(t) = left(t) < right(q - t) holds for t below the answer: the
         # answer is lo plus the count of t in lo..hi-1 where it holds, found
@@ -1047,10 +1040,20 @@ class _Chunk:
                     < flat.take(at_right - back, mode='clip') - c)
             lo = np.where(more & (t < hi), lo + step, lo)
             step >>= 1
-        every = np.arange(idx.size)
+        # the q+1-th smallest distance is the larger of left(lo - 1) and
+        # right(q - lo), the next one the smaller of left(lo) and
+        # right(q + 1 - lo); a run has none below 0 (-inf) or past its end (inf)
+        edge = at_left + (1 - lo) * rs  # the row p - lo
+
+        def value(i: np.ndarray) -> np.ndarray:
+            return flat.take(i, mode='clip')
+
+        inf = np.inf
         with np.errstate(invalid='ignore'):  # inf - inf where nothing is left
-            first = np.maximum(left(lo - 1, every), right(q - lo, every))
-            after = np.minimum(left(lo, every), right(q + 1 - lo, every))
+            first = np.maximum(np.where(lo >= 1, c - value(edge), -inf),
+                               np.where(lo <= q, value(edge + q * rs) - c, -inf))
+            after = np.minimum(np.where(lo < nl, c - value(edge - rs), inf),
+                               np.where(q + 1 - lo < nr, value(edge + (q + 1) * rs) - c, inf))
             second = np.where(count % 2 == 0, after, first)
             return np.where(count > 0, (first + second) / 2, np.nan)
 
@@ -1320,14 +1323,25 @@ class _Chunk:
 
     def _exact_sum(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Exact sums of the rows a..b-1 of small integers: the sum of all
-        rows less the rows below a and from b on, which are few."""
-        s = self.s
-        total = s.sum(axis=0, dtype=np.int64)
-        for j in range(int(a.max(initial=0))):
-            total -= np.where(j < a, s[j], 0)
-        for j in range(int(b.min(initial=self.n)), self.n):
-            total -= np.where(j >= b, s[j], 0)
-        return total
+        rows less the few rows below a and from b on, or when they are not
+        few, from prefix sums in 32 bits (64 for signed values or beyond
+        65536 rows)."""
+        s, n = self.s, self.n
+        below, above = int(a.max(initial=0)), int(b.min(initial=n))
+        if 3 * (below + n - above) <= n:
+            total = s.sum(axis=0, dtype=np.int64)
+            for j in range(below):
+                total -= np.where(j < a, s[j], 0)
+            for j in range(above, n):
+                total -= np.where(j >= b, s[j], 0)
+            return total
+        wide = np.uint32 if s.dtype.kind == 'u' and n <= 65536 else np.int64
+        up = np.empty((n + 1, s.shape[1]), wide)
+        up[0] = 0
+        _cumsum_rows(s, up)
+        flat, width = up.reshape(-1), s.shape[1]
+        at = np.arange(width)
+        return flat.take(b * width + at).astype(np.int64) - flat.take(a * width + at)
 
     def kept_in_frame_order(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return masks ``(n, c)`` in frame order: kept, rejected low,

@@ -689,12 +689,15 @@ def clip_points(
         index = np.arange(a, b) % channels
         return table[:, index]
 
+    unit = factor is not None and bool((factor == 1).all())  # additive: no products
+
+    def normalized(a: int, b: int) -> np.ndarray:
+        return _normalized(values[:, a:b], None if unit else factor, offset, channels)
+
     def work(bound: tuple[int, int]) -> int:
         a, b = bound
         if fast:
-            x = values[:, a:b]
-            if factor is not None:
-                x = x * per_point(factor, a, b) + per_point(offset, a, b)
+            x = values[:, a:b] if factor is None else normalized(a, b)
             result[a:b], rejected[a:b], low[a:b], passes = _clip_chunk(
                 x, None if valid is None else valid[:, a:b], method.sigma_low,
                 method.sigma_high, method.passes, method.center,
@@ -704,8 +707,8 @@ def clip_points(
         # off for the whole chunk, set once (not in each step: 2 us a time)
         with np.errstate(invalid='ignore', divide='ignore'):
             chunk = _Chunk(
-                values[:, a:b], None if valid is None else valid[:, a:b], method,
-                per_point(factor, a, b), per_point(offset, a, b), per_point(weights, a, b),
+                values[:, a:b] if factor is None else normalized(a, b),
+                None if valid is None else valid[:, a:b], method, per_point(weights, a, b),
             )
             passes = chunk.reject()
             result[a:b], rejected[a:b], low[a:b] = chunk.combine()
@@ -725,6 +728,25 @@ def clip_points(
 
     passes = max(map_(work, bounds), default=0)
     return Clipped(result, rejected, low, passes, kept, frame_low, frame_high)
+
+
+def _normalized(
+    x: np.ndarray, factor: np.ndarray | None, offset: np.ndarray, channels: int
+) -> np.ndarray:
+    """Return x ``(n, c)`` normalized in float64: ``x * factor + offset``,
+    the tables ``(n, channels)`` broadcast over the points (point j holds
+    channel ``j % channels``, and c is a multiple of channels); no factor:
+    an offset alone."""
+    n, c = x.shape
+    out = np.empty((n, c), np.float64)
+    shape = (n, c // channels, channels)
+    x3, out3 = x.reshape(shape), out.reshape(shape)
+    if factor is None:
+        np.add(x3, offset[:, np.newaxis], out=out3)
+    else:
+        np.multiply(x3, factor[:, np.newaxis], out=out3)
+        out3 += offset[:, np.newaxis]
+    return out
 
 
 def chunk_points(
@@ -779,20 +801,16 @@ class _Chunk:
 
     def __init__(
         self, x: np.ndarray, valid: np.ndarray | None, method: Method,
-        factor: np.ndarray | None, offset: np.ndarray | None,
         weights: np.ndarray | None,
     ) -> None:
         self.method = method
         self.weights = weights
         n, c = x.shape
         self.n = n
-        # the values in frame order: native, or float64 normalized
-        if factor is not None:
-            work = x.astype(np.float64)
-            work *= factor
-            work += offset
-        elif x.dtype.kind == 'f' or x.dtype.itemsize > 2:
-            work = x.astype(np.float64)
+        # the values in frame order: small integers in their type, others
+        # (and normalized values) in float64
+        if x.dtype.kind == 'f' or x.dtype.itemsize > 2:
+            work = x.astype(np.float64, copy=False)  # read only
         else:
             work = x
         self.frames = work

@@ -3710,7 +3710,13 @@ class Job:
         room = s.memory - RESERVE_BYTES - bookkeeping(self.frames)
         rows = sample_rows(first, room, SAMPLE_VALUES if needed else WARNING_VALUES)
         self.report.say(f'frame statistics from {len(rows)} rows of each frame', level=2)
-        self.stats = [self._frame_sample(f, rows) for f in self.frames]
+        # two frames at a time when two samples fit (sample_rows' estimate)
+        both = len(rows) * 32 * first.width * first.samples * WORKERS <= room
+        if both and len(self.frames) > 1:
+            with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+                self.stats = list(pool.map(lambda f: self._frame_sample(f, rows), self.frames))
+        else:
+            self.stats = [self._frame_sample(f, rows) for f in self.frames]
         data = self.stats
         if self.alpha is not None:  # alpha is not normalized nor weighted
             data = [dataclasses.replace(st, location=st.location.copy(), scale=st.scale.copy(),

@@ -683,16 +683,26 @@ def clip_points(
     frame_high = np.zeros((n, channels), np.int64) if counts else None
     lock = threading.Lock()
 
-    def per_point(table: np.ndarray | None, a: int, b: int) -> np.ndarray | None:
-        if table is None:
-            return None
-        index = np.arange(a, b) % channels
-        return table[:, index]
 
-    unit = factor is not None and bool((factor == 1).all())  # additive: no products
+    # rows of the tables as long as a chunk, shared by the chunks
+    width = min(size, npoints)
+    if factor is not None:
+        factor_rows = None if (factor == 1).all() else _rows(factor, width)
+        offset_rows = _rows(offset, width)
+    weight_rows = None if weights is None else _rows(weights, width)
+
+    def per_point(rows: np.ndarray | None, a: int, b: int) -> np.ndarray | None:
+        return None if rows is None else rows[:, :b - a]
 
     def normalized(a: int, b: int) -> np.ndarray:
-        return _normalized(values[:, a:b], None if unit else factor, offset, channels)
+        """The values of the chunk a..b normalized, in float64."""
+        x = values[:, a:b]
+        out = np.empty(x.shape, np.float64)
+        if factor_rows is None:  # additive: no products
+            return np.add(x, offset_rows[:, :b - a], out=out)
+        np.multiply(x, factor_rows[:, :b - a], out=out)
+        out += offset_rows[:, :b - a]
+        return out
 
     def work(bound: tuple[int, int]) -> int:
         a, b = bound
@@ -701,14 +711,14 @@ def clip_points(
             result[a:b], rejected[a:b], low[a:b], passes = _clip_chunk(
                 x, None if valid is None else valid[:, a:b], method.sigma_low,
                 method.sigma_high, method.passes, method.center,
-                per_point(weights, a, b))
+                per_point(weight_rows, a, b))
             return passes
         # NaN compares and empty windows are expected: numpy's warnings are
         # off for the whole chunk, set once (not in each step: 2 us a time)
         with np.errstate(invalid='ignore', divide='ignore'):
             chunk = _Chunk(
                 values[:, a:b] if factor is None else normalized(a, b),
-                None if valid is None else valid[:, a:b], method, per_point(weights, a, b),
+                None if valid is None else valid[:, a:b], method, per_point(weight_rows, a, b),
             )
             passes = chunk.reject()
             result[a:b], rejected[a:b], low[a:b] = chunk.combine()
@@ -730,23 +740,12 @@ def clip_points(
     return Clipped(result, rejected, low, passes, kept, frame_low, frame_high)
 
 
-def _normalized(
-    x: np.ndarray, factor: np.ndarray | None, offset: np.ndarray, channels: int
-) -> np.ndarray:
-    """Return x ``(n, c)`` normalized in float64: ``x * factor + offset``,
-    the tables ``(n, channels)`` broadcast over the points (point j holds
-    channel ``j % channels``, and c is a multiple of channels); no factor:
-    an offset alone."""
-    n, c = x.shape
-    out = np.empty((n, c), np.float64)
-    shape = (n, c // channels, channels)
-    x3, out3 = x.reshape(shape), out.reshape(shape)
-    if factor is None:
-        np.add(x3, offset[:, np.newaxis], out=out3)
-    else:
-        np.multiply(x3, factor[:, np.newaxis], out=out3)
-        out3 += offset[:, np.newaxis]
-    return out
+def _rows(table: np.ndarray, width: int) -> np.ndarray:
+    """A table ``(n, channels)`` repeated along rows of ``width`` points
+    (point j holds channel ``j % channels``): a chunk that starts on a
+    whole pixel combines with it row by row, the fastest way numpy has."""
+    n, channels = table.shape
+    return np.tile(table, -(-width // channels))[:, :width]
 
 
 def chunk_points(

@@ -1432,6 +1432,8 @@ def _clip_chunk(
     presorted = center == 'median' and valid is None and iterations > 0
     if presorted:
         x = np.ascontiguousarray(sort_points(x, None))
+        if exact and weights is None:
+            return _clip_sorted(x, low, high, iterations)
     kept = valid
     if v.dtype.kind == 'f':
         nan = np.isnan(x)
@@ -1538,6 +1540,75 @@ def sort_points(x: np.ndarray, invalid: np.ndarray | None) -> np.ndarray:
         t[invalid.T] = fill
     t.sort(axis=1)
     return t.T
+
+
+def _clip_sorted(
+    x: np.ndarray, low: float, high: float, iterations: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """`_clip_chunk` around the median for small integers, every value
+    valid, each point's values sorted (``x`` ``(n, c)``, C-ordered).
+
+    The values a point keeps are a run of its sorted rows, ``first`` and
+    ``count`` long: the median is two reads, and exact sums of the values
+    and of their squares, less the values each pass rejects, give the mean
+    and spread.  A pass moves a point only if its lowest or highest kept
+    value is out of bounds (two reads); only those points' columns are
+    compared, within their run.
+    """
+    n, c = x.shape
+    flat = x.reshape(-1)
+    wide = np.dtype(f'{x.dtype.kind}{2 * x.dtype.itemsize}')
+    big = np.uint64 if x.dtype.kind == 'u' else np.int64
+    total, count = _sums(x, None)
+    squares = np.square(x, dtype=wide).sum(axis=0, dtype=big).astype(np.int64)
+    fallback = total / count
+    first = np.zeros(c, np.int64)
+    rejected = np.zeros(c, np.int64)
+    below = np.zeros(c, np.int64)
+    rows = np.arange(n)[:, np.newaxis]
+    counter = np.uint8 if n < 256 else np.int64
+    info = np.iinfo(x.dtype)
+    active = np.arange(c)
+    passes = 0
+    for _ in range(iterations):
+        if not active.size:
+            break
+        passes += 1
+        f, k, t = first[active], count[active], total[active]
+        # as _bounds: d about the mean with divisor k, the median centre
+        var = (k * squares[active] - t * t) / (k.astype(np.float64) ** 2)
+        std = np.sqrt(var)
+        mid = (flat.take((f + (k - 1) // 2) * c + active).astype(np.float64)
+               + flat.take((f + k // 2) * c + active)) / 2
+        lo = np.clip(np.ceil(mid - std * low), info.min, info.max).astype(x.dtype)
+        hi = np.clip(np.floor(mid + std * high), info.min, info.max).astype(x.dtype)
+        moved = ((flat.take(f * c + active) < lo)
+                 | (flat.take((f + k - 1) * c + active) > hi)).nonzero()[0]
+        if not moved.size:
+            break
+        active, f, k, lo, hi = active[moved], f[moved], k[moved], lo[moved], hi[moved]
+        xs = x.take(active, axis=1)
+        run = (rows >= f) & (rows < f + k)
+        low_count = ((xs < lo) & run).sum(axis=0, dtype=counter).astype(np.int64)
+        high_count = ((xs > hi) & run).sum(axis=0, dtype=counter).astype(np.int64)
+        # the values rejected are the rows at the two ends of the run: few
+        ends = [(j, f + j, low_count) for j in range(int(low_count.max()))]
+        ends += [(j, f + k - 1 - j, high_count) for j in range(int(high_count.max()))]
+        t, q = total[active], squares[active]
+        for j, row, cut in ends:
+            gone = np.where(j < cut, flat.take(row * c + active), 0).astype(np.int64)
+            t -= gone
+            q -= gone * gone
+        total[active], squares[active] = t, q
+        out_count = low_count + high_count
+        first[active] += low_count
+        count[active] -= out_count
+        rejected[active] += out_count
+        below[active] += low_count
+        active = active[count[active] > 0]
+    with np.errstate(invalid='ignore', divide='ignore'):
+        mean = np.where(count > 0, total / count, fallback)
+    return mean, rejected, below, passes
 
 
 def _weighted_sums(

@@ -1181,16 +1181,21 @@ class _Chunk:
             # they were left: their values (0 where not kept) and masks
             moved, keep, y, low_rows = self._linear_left
             keep, y, low_rows = (v.compress(moved, axis=1) for v in (keep, y, low_rows))
-        count = keep.sum(axis=0)
         # ranks 1..count of the kept values, in order: their mean and spread
-        # are known, (count + 1) / 2 and count (count^2 - 1) / 12
-        r = _running_count(keep, np.float64)
-        dr = r - (count + 1) / 2
+        # are known, (count + 1) / 2 and count (count^2 - 1) / 12 (the
+        # arrays are reused in place: fresh ones cost page faults)
+        dr = _running_count(keep, np.float64)
+        count = dr[-1].copy()
+        dr -= (count + 1) / 2
         my = y.sum(axis=0) / count
         srr = count * (count * count - 1) / 12
-        slope = np.where(srr > 0, (dr * y).sum(axis=0) / srr, 0.0)
-        res = y - my - slope * dr  # meaningful where kept
-        d = (np.abs(res) * keep).sum(axis=0) / count
+        slope = np.where(srr > 0, np.einsum('ij,ij->j', dr, y) / srr, 0.0)
+        dr *= slope
+        res = y - my
+        res -= dr  # meaningful where kept
+        spread = np.abs(res, out=dr)
+        spread *= keep
+        d = spread.sum(axis=0) / count
         m = self.method
         low = keep & (res < -m.sigma_low * d)
         out = low | (keep & (res > m.sigma_high * d))

@@ -1240,26 +1240,43 @@ class _Chunk:
                 z = np.where((rows >= a) & (rows < b), z, 0)
             total = z.sum(axis=0, dtype=np.float64)  # exact for small integers
             squares = np.square(z, dtype=np.float64).sum(axis=0)
-            count = b - a
+            count = (b - a).astype(np.float64)
+        # the flat places of each window's lowest and highest values
+        flat, rs, column = self._flat, self._rs, idx * self._cs
+        low_at, high_at = a * rs + column, (b - 1) * rs + column
+        best_low, best_high = low_at.copy(), high_at.copy()
+        # every window the same size (no invalid value): a count and a
+        # critical value per step, every window live to the last step
+        uniform = k.size > 0 and bool((k == k[0]).all())
         for j in range(1, steps + 1):
-            live = limit >= j
-            lowest, highest = self.at(a, idx), self.at(b - 1, idx)
+            live = True if uniform else limit >= j
+            lowest = flat.take(low_at, mode='clip').astype(np.float64)
+            highest = flat.take(high_at, mode='clip').astype(np.float64)
+            if uniform:
+                count = float(k[0] - j + 1)
+                critical = lam[int(k[0]) - j + 1]
+            else:
+                critical = lam[np.clip(count, 0, self.n).astype(np.int64)]
             mean = total / count
             var = np.maximum(count * squares - total * total, 0.0) / (count * count)
             sd = np.sqrt(var * count / (count - 1))
             below, above = mean - lowest, highest - mean
             take_low = below > above
             r = np.maximum(below, above) / sd
-            outlier = live & (r > lam[np.clip(count, 0, self.n)])
+            outlier = live & (r > critical)
             gone = np.where(take_low, lowest, highest)
-            gone[~live] = 0.0
+            if not uniform:
+                gone *= live
+                count -= live
             total -= gone
             squares -= gone * gone
-            a += live & take_low
-            b -= live & ~take_low
-            count -= live
-            best_a = np.where(outlier, a, best_a)
-            best_b = np.where(outlier, b, best_b)
+            up = (live & take_low) * rs
+            low_at += up
+            high_at += up - live * rs
+            best_low = np.where(outlier, low_at, best_low)
+            best_high = np.where(outlier, high_at, best_high)
+        if steps:
+            best_a, best_b = (best_low - column) // rs, (best_high - column) // rs + 1
         changed = (best_a != self.a[idx]) | (best_b != self.b[idx])
         self.a[idx], self.b[idx] = best_a, best_b
         return changed

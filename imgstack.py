@@ -672,8 +672,10 @@ def clip_points(
         scratch = CHUNK_BYTES  # memory-bound: small chunks stay in cache
     if counts:  # the masks in frame order and their ranks take room too
         scratch //= 2
+    # the window core's prefix sums, for window means and spreads
+    sums = method.reject in ('sigma', 'winsorized')
     size = chunk_points(n, channels, values.dtype.itemsize if fast else None, method.center,
-                        small, scratch)
+                        small, scratch, sums)
     bounds = [(a, min(a + size, npoints)) for a in range(0, npoints, size)]
     result = np.empty(npoints, np.float64)
     rejected = np.empty(npoints, np.int64)
@@ -750,11 +752,12 @@ def _rows(table: np.ndarray, width: int) -> np.ndarray:
 
 def chunk_points(
     n: int, channels: int = 1, itemsize: int | None = None, center: str = 'mean',
-    small: bool = False, scratch: int = CHUNK_BYTES,
+    small: bool = False, scratch: int = CHUNK_BYTES, sums: bool = True,
 ) -> int:
     """Return how many points one chunk holds within ``scratch`` bytes (at
     least `CHUNK_BYTES`), a multiple of channels: `SCRATCH_PER_VALUE` bytes per value
-    for the window core, or for the fast path (``itemsize`` given) a
+    for the window core (`SCRATCH_SMALL` for small integers, 32 and 8 less
+    without prefix ``sums``), or for the fast path (``itemsize`` given) a
     float64 copy, its masked copy and a product (3 x 8), two masks and a
     comparison (3 x 1), a gathered subset of the input (itemsize), and for
     the median a sorted float64 copy and its temporary (2 x 8)."""
@@ -762,6 +765,8 @@ def chunk_points(
         27 + itemsize + (16 if center == 'median' else 0))
     if itemsize is None and small:  # small integers: no float64 copies
         per_value = SCRATCH_SMALL
+    if itemsize is None and not sums:
+        per_value -= 8 if small else 32
     size = max(scratch // (n * per_value), 64)
     return max(size // channels, 1) * channels
 
@@ -780,7 +785,8 @@ normalization (8), a masked temporary (8) and masks (8 x 1)."""
 SCRATCH_SMALL = 28
 """The same for 8- and 16-bit integers without normalization, which stay in
 their type: two sorted copies (2 x 2), two prefix sums (2 x 8), a frame
-order mask and comparisons (8 x 1)."""
+order mask and comparisons (8 x 1); without prefix sums, a float64
+temporary (GESD's squares) and 32-bit sums of windows (8 + 4) instead."""
 
 
 class _Chunk:

@@ -674,7 +674,10 @@ def clip_points(
         scratch //= 2
     # the window core's prefix sums, for window means and spreads
     sums = method.reject in ('sigma', 'winsorized')
-    size = chunk_points(n, channels, values.dtype.itemsize if fast else None, method.center,
+    center = method.center
+    if fast and small and valid is None and weights is None and center == 'median':
+        center = 'sorted'  # _clip_sorted: small integers stay in their type
+    size = chunk_points(n, channels, values.dtype.itemsize if fast else None, center,
                         small, scratch, sums)
     bounds = [(a, min(a + size, npoints)) for a in range(0, npoints, size)]
     result = np.empty(npoints, np.float64)
@@ -760,14 +763,19 @@ def chunk_points(
     without prefix ``sums``), or for the fast path (``itemsize`` given) a
     float64 copy, its masked copy and a product (3 x 8), two masks and a
     comparison (3 x 1), a gathered subset of the input (itemsize), and for
-    the median a sorted float64 copy and its temporary (2 x 8)."""
+    the median a sorted float64 copy and its temporary (2 x 8); for
+    `_clip_sorted` (``center='sorted'``) `SCRATCH_SORTED`."""
     per_value = SCRATCH_PER_VALUE if itemsize is None else (
         27 + itemsize + (16 if center == 'median' else 0))
+    if itemsize is not None and center == 'sorted':
+        per_value = SCRATCH_SORTED
     if itemsize is None and small:  # small integers: no float64 copies
         per_value = SCRATCH_SMALL
     if itemsize is None and not sums:
         per_value -= 8 if small else 32
     size = max(scratch // (n * per_value), 64)
+    if itemsize is not None and center == 'sorted':
+        size = min(size, SORTED_POINTS)
     return max(size // channels, 1) * channels
 
 
@@ -781,6 +789,16 @@ SCRATCH_PER_VALUE = 72
 their transposed copy (8), two prefix sums and their lower halves (4 x 8,
 for the methods that ask for them), the frame-order copy with
 normalization (8), a masked temporary (8) and masks (8 x 1)."""
+
+SCRATCH_SORTED = 16
+"""Bytes of scratch per value of `_clip_sorted`: the sorting network's rows
+and their sorted copy (2 x 2), the squares in 32 bits (4), and the columns
+compared and their masks (4)."""
+
+SORTED_POINTS = 1 << 16
+"""At most this many points in a chunk of `_clip_sorted`: larger ones
+leave the processor's cache (measured: 62,000 points 10% faster than
+174,000, 2x faster than 15,000)."""
 
 SCRATCH_SMALL = 28
 """The same for 8- and 16-bit integers without normalization, which stay in

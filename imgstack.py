@@ -925,22 +925,27 @@ class _Chunk:
             self._sums = (up1, lo1, up2, lo2)
         return self._sums
 
-    def window_sum(self, up: np.ndarray, lo: np.ndarray | None, a: np.ndarray, b: np.ndarray,
-                   idx: np.ndarray) -> np.ndarray:
-        """Sum of rows a..b-1 of the points idx."""
-        flat, width = up.reshape(-1), up.shape[1]
-        total = flat[b * width + idx] - flat[a * width + idx]
-        if lo is not None:
-            flat = lo.reshape(-1)
-            total += flat[a * width + idx] - flat[b * width + idx]
-        return total
+    def window_sums(self, a: np.ndarray, b: np.ndarray, idx: np.ndarray,
+                    sums: tuple[np.ndarray | None, ...] | None = None) -> list[np.ndarray]:
+        """Sums of rows a..b-1 of the points idx, from each pair of prefix
+        sums (`_prefix`; all of `sums` by default: values, then squares)."""
+        sums = self.sums if sums is None else sums
+        width = sums[0].shape[1]
+        at_a, at_b = a * width + idx, b * width + idx
+        totals = []
+        for up, lo in zip(sums[::2], sums[1::2]):
+            flat = up.reshape(-1)
+            total = flat.take(at_b) - flat.take(at_a)
+            if lo is not None:
+                flat = lo.reshape(-1)
+                total += flat.take(at_a) - flat.take(at_b)
+            totals.append(total)
+        return totals
 
     def stats(self, a: np.ndarray, b: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, ...]:
         """Count, mean and variance (divisor count) of windows; NaN where empty."""
         count = b - a
-        up1, lo1, up2, lo2 = self.sums
-        total = self.window_sum(up1, lo1, a, b, idx)
-        squares = self.window_sum(up2, lo2, a, b, idx)
+        total, squares = self.window_sums(a, b, idx)
         # exact for small integers: one rounding, in the division
         var = np.maximum(count * squares - total * total, 0.0) / (count * count)
         return count, total / count, var
@@ -1150,10 +1155,9 @@ class _Chunk:
             nb = self._seek(np.maximum(ib[at], na), c + k * u, na, bb, i, inclusive=True)
         ia[at], ib[at] = na, nb
         # sums of the values between the clamps less c: exact for integers
-        up1, lo1, up2, lo2 = self.sums
         inside = nb - na
-        m1 = self.window_sum(up1, lo1, na, nb, i)
-        m2 = self.window_sum(up2, lo2, na, nb, i) - 2 * c * m1 + inside * c * c
+        m1, m2 = self.window_sums(na, nb, i)
+        m2 = m2 - 2 * c * m1 + inside * c * c
         m1 -= inside * c
         count = bb - aa
         spread = (bb - nb) - (na - aa)  # values clamped high less those clamped low
@@ -1162,11 +1166,12 @@ class _Chunk:
         poly[2][w] = k * k * ((count - inside) * count - spread * spread) / (count * count)
         # the clamps hold while no value crosses them: below ia (above ib)
         # stay below c - 1.5 u (above c + 1.5 u), the others between
-        inf = np.inf
-        below_low = np.where(na > aa, self.at(na - 1, i), -inf)
-        at_low = np.where(na < bb, self.at(na, i), inf)
-        below_high = np.where(nb > na, self.at(nb - 1, i), -inf)
-        at_high = np.where(nb < bb, self.at(nb, i), inf)
+        inf, flat, rs = np.inf, self._flat, self._rs
+        low_at, high_at = na * rs + i * self._cs, nb * rs + i * self._cs
+        below_low = np.where(na > aa, flat.take(low_at - rs, mode='clip'), -inf)
+        at_low = np.where(na < bb, flat.take(low_at, mode='clip'), inf)
+        below_high = np.where(nb > na, flat.take(high_at - rs, mode='clip'), -inf)
+        at_high = np.where(nb < bb, flat.take(high_at, mode='clip'), inf)
         reach[0][w] = np.maximum(c - at_low, below_high - c) / k
         reach[1][w] = np.minimum(c - below_low, at_high - c) / k
 
@@ -1343,7 +1348,7 @@ class _Chunk:
         if (combine == 'mean' or empty.any()) and self._sums is not None and keep is None:
             ma, mb = np.where(empty, 0, a), np.where(empty, k, b)
             at = np.arange(a.size)
-            mean = self.window_sum(self._sums[0], self._sums[1], ma, mb, at) / (mb - ma)
+            mean = self.window_sums(ma, mb, at, self._sums[:2])[0] / (mb - ma)
             mean += self.shift
         elif (combine == 'mean' or empty.any()) and self.exact and keep is None:
             ma, mb = np.where(empty, 0, a), np.where(empty, k, b)

@@ -1,0 +1,128 @@
+# Copyright 2026 The imgstack developers
+# SPDX-License-Identifier: Apache-2.0
+"""The faster ways of the core give what the plain ways give.
+
+Issue "Speed on a real night" replaced several steps of the core by faster
+ones: a sorting network for small integers, tables repeated along rows for
+normalization and weights, exact window sums from 32-bit prefix sums, and
+chunk sizes per method.  Each is compared here with the obvious way; the
+methods themselves are compared with an independent reference in
+test_methods.py, and the threshold paths with the window core in
+test_imgstack.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import imgstack
+
+
+@pytest.mark.parametrize('n', range(1, 13))
+def test_sorting_network_sorts_every_zero_one_input(n):
+    # the 0-1 principle: a comparator network that sorts every sequence of
+    # zeros and ones sorts every sequence
+    pairs = imgstack.sorting_network(n)
+    assert all(0 <= i < j < n for i, j in pairs)
+    for bits in itertools.product((0, 1), repeat=n):
+        items = list(bits)
+        for i, j in pairs:
+            if items[i] > items[j]:
+                items[i], items[j] = items[j], items[i]
+        assert items == sorted(bits), bits
+
+
+@pytest.mark.parametrize('n', [2, 3, 5, 16, 24, 25, 33, 64, 100, 128, 129, 200])
+@pytest.mark.parametrize('dtype', ['uint8', 'uint16', 'int16', 'float32', 'float64'])
+def test_sort_points_is_a_sort_with_invalid_values_last(n, dtype):
+    rng = np.random.default_rng(n)
+    info = np.iinfo(dtype) if dtype[0] in 'ui' else None
+    if info is not None:
+        x = rng.integers(info.min, int(info.max) + 1, (n, 301)).astype(dtype)
+        x[:, :5] = x[0, :5]  # ties
+    else:
+        x = rng.normal(0, 100, (n, 301)).astype(dtype)
+    invalid = rng.random(x.shape) < 0.2
+    got = imgstack.sort_points(x, invalid)
+    assert got.shape == x.shape and got.dtype == x.dtype
+    fill = np.nan if info is None else info.max
+    want = np.sort(np.where(invalid, fill, x), axis=0)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(imgstack.sort_points(x, None), np.sort(x, axis=0))
+
+
+def test_sort_points_uses_the_network_for_small_integers_only(monkeypatch):
+    calls = []
+    real = imgstack.sorting_network
+    monkeypatch.setattr(imgstack, 'sorting_network', lambda n: calls.append(n) or real(n))
+    x = np.arange(24 * 10, dtype=np.uint16).reshape(24, 10)[::-1]
+    imgstack.sort_points(x, None)
+    imgstack.sort_points(x.astype(np.float64), None)
+    imgstack.sort_points(np.zeros((imgstack.NETWORK_MAX + 1, 3), np.uint16), None)
+    assert calls == [24]
+
+
+@pytest.mark.parametrize('channels', [1, 3, 4])
+@pytest.mark.parametrize('additive', [False, True])
+def test_normalized_chunks_are_the_per_point_formula(channels, additive):
+    rng = np.random.default_rng(channels)
+    n, pixels = 7, 50
+    values = rng.integers(0, 4000, (n, pixels * channels)).astype(np.uint16)
+    factor = np.ones((n, channels)) if additive else rng.uniform(0.8, 1.2, (n, channels))
+    offset = rng.normal(0, 50, (n, channels))
+    per_point = np.arange(values.shape[1]) % channels
+    want = values * factor[:, per_point] + offset[:, per_point]
+    # the chunks of a pass each start on a whole pixel: cut them small
+    method = imgstack.Method(reject='none')
+    got = imgstack.clip_points(values, None, method, factor=factor, offset=offset,
+                               channels=channels, scratch=1)
+    np.testing.assert_allclose(got.result, want.mean(axis=0), rtol=1e-12)
+    rows = imgstack._rows(offset, 5 * channels)
+    np.testing.assert_array_equal(rows, offset[:, np.arange(5 * channels) % channels])
+
+
+@pytest.mark.parametrize('dtype', ['uint8', 'uint16', 'int16'])
+@pytest.mark.parametrize('cut', [1, 9])
+def test_exact_window_sums_both_ways(dtype, cut):
+    # few rows cut: the total less them; many: 32-bit prefix sums
+    rng = np.random.default_rng(cut)
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, int(info.max) + 1, (20, 500)).astype(dtype)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        chunk = imgstack._Chunk(x, None, imgstack.Method(reject='minmax'), None)
+    a = rng.integers(0, cut + 1, 500)
+    b = 20 - rng.integers(0, cut + 1, 500)
+    s = chunk.s.astype(np.int64)
+    want = [s[a[j]:b[j], j].sum() for j in range(500)]
+    assert chunk._exact_sum(a, b).tolist() == want
+
+
+def test_chunk_sizes_follow_each_path_scratch():
+    mib = imgstack.MIB
+    # without prefix sums a small-integer value takes 8 bytes less
+    with_sums = imgstack.chunk_points(24, 3, None, 'mean', True, 64 * mib, True)
+    without = imgstack.chunk_points(24, 3, None, 'mean', True, 64 * mib, False)
+    assert without == pytest.approx(with_sums * 28 / 20, rel=0.01)
+    # sigma clipping around the median of small integers: 16 bytes a value,
+    # at most SORTED_POINTS a chunk
+    small = imgstack.chunk_points(24, 3, 2, 'sorted', True, 16 * mib)
+    assert small == 16 * mib // (24 * imgstack.SCRATCH_SORTED) // 3 * 3
+    assert imgstack.chunk_points(24, 3, 2, 'sorted', True, 64 * mib) <= imgstack.SORTED_POINTS
+
+
+def test_median_clipping_of_small_integers_takes_the_sorted_path(monkeypatch):
+    calls = []
+    real = imgstack._clip_sorted
+    monkeypatch.setattr(imgstack, '_clip_sorted', lambda *a: calls.append(a[0].shape) or real(*a))
+    stack = np.random.default_rng(3).integers(0, 1000, (9, 40, 30)).astype(np.uint16)
+    stack[2, 5, 5] = 60000
+    got, rejected = imgstack.stack_array(stack, center='median', sigma=2.0, iterations=3)
+    assert calls and rejected >= 1
+    monkeypatch.setattr(imgstack, '_clip_sorted', real)
+    want, again = imgstack.stack_array(stack.astype(np.float64), center='median', sigma=2.0,
+                                       iterations=3)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert rejected == again

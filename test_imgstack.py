@@ -374,7 +374,7 @@ def test_plan_bands_accounts_every_byte(tmp_path):
     stack = random_stack('uint16', (200, 300, 3), n=4)
     paths = write_stack(tmp_path, stack, photometric='rgb')
     frames = [imgstack.open_frame(p) for p in paths]
-    plan = imgstack.plan_bands(frames, memory=200 * imgstack.MIB, rows=100)  # 16 MiB scratch
+    plan = imgstack.plan_bands(frames, memory=128 * imgstack.MIB, rows=100)  # 16 MiB scratch
     assert plan.rows == 100
     v = 300 * 3
     # two bands of 4 inputs, float64 results, two counts, output and its
@@ -507,7 +507,7 @@ def test_fast_path_weighted_equals_window_core(dtype, with_valid):
 def test_scratch_grows_with_the_budget_within_bounds(tmp_path):
     mib = imgstack.MIB
     assert imgstack.chunk_scratch(48 * mib) == imgstack.CHUNK_BYTES
-    assert imgstack.chunk_scratch(512 * mib) == 32 * mib
+    assert imgstack.chunk_scratch(256 * mib) == 32 * mib
     assert imgstack.chunk_scratch(8 << 30) == 4 * imgstack.CHUNK_BYTES
     frames = [imgstack.open_frame(p)
               for p in write_stack(tmp_path, random_stack('uint16', (20, 30), n=3))]

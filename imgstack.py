@@ -1290,23 +1290,33 @@ class _Chunk:
             else:
                 critical = lam[np.clip(count, 0, self.n).astype(np.int64)]
             mean = total / count
-            var = np.maximum(count * squares - total * total, 0.0) / (count * count)
-            sd = np.sqrt(var * count / (count - 1))
+            # the sample SD: max(count squares - total^2, 0) / count^2
+            # * count / (count - 1), in one buffer
+            sd = count * squares
+            sd -= total * total
+            np.maximum(sd, 0.0, out=sd)
+            sd /= count * count
+            sd *= count
+            sd /= count - 1
+            np.sqrt(sd, out=sd)
             below, above = mean - lowest, highest - mean
             take_low = below > above
-            r = np.maximum(below, above) / sd
-            outlier = live & (r > critical)
+            r = np.maximum(below, above, out=below)
+            r /= sd
+            outlier = r > critical
             gone = np.where(take_low, lowest, highest)
             if not uniform:
+                outlier &= live
+                take_low &= live
                 gone *= live
                 count -= live
             total -= gone
             squares -= gone * gone
-            up = (live & take_low) * rs
+            up = take_low * rs
             low_at += up
             high_at += up - live * rs
-            best_low = np.where(outlier, low_at, best_low)
-            best_high = np.where(outlier, high_at, best_high)
+            np.copyto(best_low, low_at, where=outlier)
+            np.copyto(best_high, high_at, where=outlier)
         if steps:
             best_a, best_b = (best_low - column) // rs, (best_high - column) // rs + 1
         changed = (best_a != self.a[idx]) | (best_b != self.b[idx])

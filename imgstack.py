@@ -751,8 +751,7 @@ def _rows(table: np.ndarray, width: int) -> np.ndarray:
     """A table ``(n, channels)`` repeated along rows of ``width`` points
     (point j holds channel ``j % channels``): a chunk that starts on a
     whole pixel combines with it row by row, the fastest way numpy has."""
-    n, channels = table.shape
-    return np.tile(table, -(-width // channels))[:, :width]
+    return np.tile(table, -(-width // table.shape[1]))[:, :width]
 
 
 def chunk_points(

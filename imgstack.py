@@ -677,7 +677,8 @@ def clip_points(
     # the window core's prefix sums, for window means and spreads
     sums = method.reject in ('sigma', 'winsorized')
     center = method.center
-    if fast and small and valid is None and weights is None and center == 'median':
+    if fast and _sorted_path(values.dtype if factor is None else np.dtype(np.float64),
+                             valid, weights, center, method.passes):
         center = 'sorted'  # _clip_sorted: small integers stay in their type
     size = chunk_points(n, channels, values.dtype.itemsize if fast else None, center,
                         small, scratch, sums)
@@ -1492,11 +1493,11 @@ def _clip_chunk(
     # the order, and the kept values of a point stay a run of its sorted
     # values (NaN sorts last), so each pass finds its median by index.
     # Transparent pixels would break the run: they take the general way.
+    if _sorted_path(v.dtype, valid, weights, center, iterations):
+        return _clip_sorted(np.ascontiguousarray(sort_points(x, None)), low, high, iterations)
     presorted = center == 'median' and valid is None and iterations > 0
     if presorted:
         x = np.ascontiguousarray(sort_points(x, None))
-        if exact and weights is None:
-            return _clip_sorted(x, low, high, iterations)
     kept = valid
     if v.dtype.kind == 'f':
         nan = np.isnan(x)
@@ -1605,6 +1606,16 @@ def sort_points(x: np.ndarray, invalid: np.ndarray | None) -> np.ndarray:
     return t.T
 
 
+def _sorted_path(
+    dtype: np.dtype, valid: np.ndarray | None, weights: np.ndarray | None, center: str,
+    iterations: int,
+) -> bool:
+    """Whether the fast path clips by `_clip_sorted`: around the median,
+    8- or 16-bit integers (not normalized), every value valid, no weights."""
+    return (center == 'median' and iterations > 0 and valid is None and weights is None
+            and dtype.kind in 'iu' and dtype.itemsize <= 2)
+
+
 def _clip_sorted(
     x: np.ndarray, low: float, high: float, iterations: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -1620,17 +1631,14 @@ def _clip_sorted(
     """
     n, c = x.shape
     flat = x.reshape(-1)
-    wide = np.dtype(f'{x.dtype.kind}{2 * x.dtype.itemsize}')
-    big = np.uint64 if x.dtype.kind == 'u' else np.int64
     total, count = _sums(x, None)
-    squares = np.square(x, dtype=wide).sum(axis=0, dtype=big).astype(np.int64)
+    squares = _square_sums(x)
     fallback = total / count
     first = np.zeros(c, np.int64)
     rejected = np.zeros(c, np.int64)
     below = np.zeros(c, np.int64)
     rows = np.arange(n)[:, np.newaxis]
     counter = np.uint8 if n < 256 else np.int64
-    info = np.iinfo(x.dtype)
     active = np.arange(c)
     passes = 0
     for _ in range(iterations):
@@ -1643,8 +1651,7 @@ def _clip_sorted(
         std = np.sqrt(var)
         mid = (flat.take((f + (k - 1) // 2) * c + active).astype(np.float64)
                + flat.take((f + k // 2) * c + active)) / 2
-        lo = np.clip(np.ceil(mid - std * low), info.min, info.max).astype(x.dtype)
-        hi = np.clip(np.floor(mid + std * high), info.min, info.max).astype(x.dtype)
+        lo, hi = _integer_bounds(mid - std * low, mid + std * high, x.dtype)
         moved = ((flat.take(f * c + active) < lo)
                  | (flat.take((f + k - 1) * c + active) > hi)).nonzero()[0]
         if not moved.size:
@@ -1725,11 +1732,7 @@ def _bounds(
     with np.errstate(invalid='ignore', divide='ignore'):
         mean = total / count
         if exact:
-            xk = x if kept is None else x * kept
-            # squares of 8/16-bit values fit in 16/32 bits: half the traffic
-            wide = np.dtype(f'{x.dtype.kind}{2 * x.dtype.itemsize}')
-            big = np.uint64 if x.dtype.kind == 'u' else np.int64  # faster unsigned
-            squares = np.square(xk, dtype=wide).sum(axis=0, dtype=big).astype(np.int64)
+            squares = _square_sums(x if kept is None else x * kept)
             var = (count * squares - total * total) / (count.astype(np.float64) ** 2)
         else:
             dev = x - mean
@@ -1741,12 +1744,28 @@ def _bounds(
         lo, hi = mid - std * low, mid + std * high
     if not exact:
         return lo, hi
-    info = np.iinfo(x.dtype)
-    np.clip(np.ceil(lo, out=lo), info.min, info.max, out=lo)
-    np.clip(np.floor(hi, out=hi), info.min, info.max, out=hi)
+    return _integer_bounds(lo, hi, x.dtype)
+
+
+def _square_sums(x: np.ndarray) -> np.ndarray:
+    """Exact int64 sums of the squares of 8- or 16-bit integers ``(n, c)``
+    along the first axis: the squares fit in 16/32 bits, half the traffic."""
+    wide = np.dtype(f'{x.dtype.kind}{2 * x.dtype.itemsize}')
+    big = np.uint64 if x.dtype.kind == 'u' else np.int64  # faster unsigned
+    return np.square(x, dtype=wide).sum(axis=0, dtype=big).astype(np.int64)
+
+
+def _integer_bounds(
+    lo: np.ndarray, hi: np.ndarray, dtype: np.dtype
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds in an integer type: ``x < lo`` is ``x < ceil(lo)`` and
+    ``x > hi`` is ``x > floor(hi)``, clipped to the type's range."""
+    info = np.iinfo(dtype)
+    lo = np.clip(np.ceil(lo), info.min, info.max)
+    hi = np.clip(np.floor(hi), info.min, info.max)
     # NaN bounds belong to points with no value kept: nothing to compare
     with np.errstate(invalid='ignore'):
-        return lo.astype(x.dtype), hi.astype(x.dtype)
+        return lo.astype(dtype), hi.astype(dtype)
 
 
 def _median(
@@ -3806,6 +3825,10 @@ WARNING_VALUES = 20_000
 """Values per channel sampled for the drift warning alone (no
 normalization, weights or frame statistics asked)."""
 
+SAMPLE_BYTES = 32
+"""Bytes a sampled value takes while its frame's statistics are computed:
+the native value, a float64 copy and temporaries."""
+
 
 class Job:
     """One run of `stack_files` after its checks: the frames' statistics,
@@ -3849,7 +3872,7 @@ class Job:
         rows = sample_rows(first, room, SAMPLE_VALUES if needed else WARNING_VALUES)
         self.report.say(f'frame statistics from {len(rows)} rows of each frame', level=2)
         # two frames at a time when two samples fit (sample_rows' estimate)
-        both = len(rows) * 32 * first.width * first.samples * WORKERS <= room
+        both = len(rows) * SAMPLE_BYTES * first.width * first.samples * WORKERS <= room
         if both and len(self.frames) > 1:
             with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
                 self.stats = list(pool.map(lambda f: self._frame_sample(f, rows), self.frames))
@@ -4030,9 +4053,8 @@ def sample_rows(frame: Frame, room: int, values: int) -> np.ndarray:
     the height, at least ``values`` values per channel (every row of a
     smaller frame), the sample of one frame within ``room`` bytes."""
     need = -(-values // frame.width)
-    # the band buffers are not allocated yet: the sample (native values, a
-    # float64 copy and temporaries, 32 bytes a value) takes their room
-    cap = max(room // (32 * frame.width * frame.samples), 1)
+    # the band buffers are not allocated yet: the sample takes their room
+    cap = max(room // (SAMPLE_BYTES * frame.width * frame.samples), 1)
     count = min(frame.height, need, cap)
     if count >= frame.height:
         return np.arange(frame.height)

@@ -884,6 +884,7 @@ class _Chunk:
         self.low_rows: np.ndarray | None = None  # sorted rows rejected low (linear)
         self._linear_left: tuple[np.ndarray, ...] = ()  # linear's working set
         self._order: tuple[np.ndarray, ...] | None = None  # kept_in_frame_order's masks
+        self.window_total: np.ndarray | None = None  # exact sums of the final windows (GESD)
 
     def _prefix(
         self, z: np.ndarray, rows: np.ndarray, square: bool = False
@@ -1270,13 +1271,19 @@ class _Chunk:
             if self.invalid is not None:  # the window is rows a..b-1
                 rows = np.arange(self.n)[:, np.newaxis]
                 z = np.where((rows >= a) & (rows < b), z, 0)
-            total = z.sum(axis=0, dtype=np.float64)  # exact for small integers
-            squares = np.square(z, dtype=np.float64).sum(axis=0)
+            if self.exact:  # exact integer sums, in the narrowest type that holds them
+                wide = np.uint32 if z.dtype.kind == 'u' and self.n <= 65536 else np.int64
+                total = z.sum(axis=0, dtype=wide).astype(np.float64)
+                squares = _square_sums(z).astype(np.float64)
+            else:
+                total = z.sum(axis=0)
+                squares = np.einsum('ij,ij->j', z, z)
             count = (b - a).astype(np.float64)
         # the flat places of each window's lowest and highest values
         flat, rs, column = self._flat, self._rs, idx * self._cs
         low_at, high_at = a * rs + column, (b - 1) * rs + column
         best_low, best_high = low_at.copy(), high_at.copy()
+        best_total = total.copy() if steps else None
         # every window the same size (no invalid value): a count and a
         # critical value per step, every window live to the last step
         uniform = k.size > 0 and bool((k == k[0]).all())
@@ -1290,21 +1297,22 @@ class _Chunk:
             else:
                 critical = lam[np.clip(count, 0, self.n).astype(np.int64)]
             mean = total / count
-            # the sample SD: max(count squares - total^2, 0) / count^2
+            # the sample variance: max(count squares - total^2, 0) / count^2
             # * count / (count - 1), in one buffer
-            sd = count * squares
-            sd -= total * total
-            np.maximum(sd, 0.0, out=sd)
-            sd /= count * count
-            sd *= count
-            sd /= count - 1
-            np.sqrt(sd, out=sd)
+            var = count * squares
+            var -= total * total
+            np.maximum(var, 0.0, out=var)
+            var /= count * count
+            var *= count / (count - 1)
             below, above = mean - lowest, highest - mean
             take_low = below > above
             r = np.maximum(below, above, out=below)
-            r /= sd
-            outlier = r > critical
-            gone = np.where(take_low, lowest, highest)
+            # R = r / SD > critical, compared squared (no root; r, SD >= 0)
+            r *= r
+            var *= critical * critical
+            outlier = r > var
+            gone = highest  # the value removed, in place
+            np.copyto(gone, lowest, where=take_low)
             if not uniform:
                 outlier &= live
                 take_low &= live
@@ -1317,8 +1325,12 @@ class _Chunk:
             high_at += up - live * rs
             np.copyto(best_low, low_at, where=outlier)
             np.copyto(best_high, high_at, where=outlier)
+            np.copyto(best_total, total, where=outlier)
         if steps:
             best_a, best_b = (best_low - column) // rs, (best_high - column) // rs + 1
+            if self.exact:  # the kept values' sums, for the mean: no second sum
+                self.window_total = np.zeros(self.s.shape[1])
+                self.window_total[idx] = best_total
         changed = (best_a != self.a[idx]) | (best_b != self.b[idx])
         self.a[idx], self.b[idx] = best_a, best_b
         return changed
@@ -1363,6 +1375,8 @@ class _Chunk:
             at = np.arange(a.size)
             mean = self.window_sums(ma, mb, at, self._sums[:2])[0] / (mb - ma)
             mean += self.shift
+        elif combine == 'mean' and self.window_total is not None and not empty.any():
+            mean = self.window_total / count
         elif (combine == 'mean' or empty.any()) and self.exact and keep is None:
             ma, mb = np.where(empty, 0, a), np.where(empty, k, b)
             mean = self._exact_sum(ma, mb) / (mb - ma)

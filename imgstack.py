@@ -1666,23 +1666,30 @@ def _clip_sorted(
         mid = (flat.take((f + (k - 1) // 2) * c + active).astype(np.float64)
                + flat.take((f + k // 2) * c + active)) / 2
         lo, hi = _integer_bounds(mid - std * low, mid + std * high, x.dtype)
-        moved = ((flat.take(f * c + active) < lo)
-                 | (flat.take((f + k - 1) * c + active) > hi)).nonzero()[0]
+        lowest, highest = flat.take(f * c + active), flat.take((f + k - 1) * c + active)
+        moved = ((lowest < lo) | (highest > hi)).nonzero()[0]
         if not moved.size:
             break
         active, f, k, lo, hi = active[moved], f[moved], k[moved], lo[moved], hi[moved]
-        xs = x.take(active, axis=1)
-        run = (rows >= f) & (rows < f + k)
-        low_count = ((xs < lo) & run).sum(axis=0, dtype=counter).astype(np.int64)
-        high_count = ((xs > hi) & run).sum(axis=0, dtype=counter).astype(np.int64)
-        # the values rejected are the rows at the two ends of the run: few
-        ends = [(j, f + j, low_count) for j in range(int(low_count.max()))]
-        ends += [(j, f + k - 1 - j, high_count) for j in range(int(high_count.max()))]
+        # the values rejected are the rows at the two ends of the run, few:
+        # walked inwards from each end while out of bounds, their values
+        # taken from the sums.  A walk stops inside the run: lo <= ceil(mid)
+        # is at most the upper middle value, hi >= floor(mid) at least the
+        # lower one, so the walks never cross
         t, q = total[active], squares[active]
-        for j, row, cut in ends:
-            gone = np.where(j < cut, flat.take(row * c + active), 0).astype(np.int64)
-            t -= gone
-            q -= gone * gone
+        low_count, high_count = np.zeros_like(k), np.zeros_like(k)
+        ends = ((low_count, f, c, lo, lowest[moved]), (high_count, f + k - 1, -c, hi, highest[moved]))
+        for cut, start, way, out, value in ends:
+            live = np.arange(active.size)
+            place = start * c + active  # the flat place of the end's value
+            while live.size:
+                hit = (value < out) if way > 0 else (value > out)
+                live, out, gone = live[hit], out[hit], value[hit].astype(np.int64)
+                cut[live] += 1
+                t[live] -= gone
+                q[live] -= gone * gone
+                place = place[hit] + way
+                value = flat.take(place)  # the next value in
         total[active], squares[active] = t, q
         out_count = low_count + high_count
         first[active] += low_count

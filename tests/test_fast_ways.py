@@ -126,3 +126,29 @@ def test_median_clipping_of_small_integers_takes_the_sorted_path(monkeypatch):
                                        iterations=3)
     np.testing.assert_allclose(got, want, rtol=1e-12)
     assert rejected == again
+
+
+@pytest.mark.parametrize('dtype', [np.uint8, np.int16, np.uint16])
+@pytest.mark.parametrize('sigma', [(0.047, 0.053), (0.31, 2.93), (2.47, 0.23), (2.51, 2.49)])
+def test_sorted_median_clip_walks_stay_inside_the_run(dtype, sigma):
+    # tight and lopsided bounds, ties, constant points and the type's ends:
+    # the walks that count rejections from each end of a run must stop
+    # inside it, and give the float64 threshold path's results (factors
+    # that put no bound exactly on a value, where rounding would decide)
+    rng = np.random.default_rng(11)
+    info = np.iinfo(dtype)
+    n, c = 10, 3000
+    x = rng.integers(0, 4, (n, c)) * rng.integers(1, 40, c) + rng.integers(0, 3, c)
+    x = (x + info.min + 3).astype(dtype)
+    x[:, :50] = x[0, :50]  # constant points
+    x[rng.integers(0, n, 400), rng.integers(0, c, 400)] = info.max
+    x[rng.integers(0, n, 400), rng.integers(0, c, 400)] = info.min
+    x[:2, 60:80] = info.min  # two at each end of the type
+    x[-2:, 60:80] = info.max
+    low, high = sigma
+    got = imgstack._clip_sorted(np.ascontiguousarray(imgstack.sort_points(x, None)),
+                                low, high, 10)
+    want = imgstack._clip_chunk(x.astype(np.float64), None, low, high, 10, 'median', None)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
+    for g, w in zip(got[1:], want[1:]):
+        np.testing.assert_array_equal(g, w)

@@ -956,8 +956,9 @@ class _Chunk:
 
     def at(self, row: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """The sorted (shifted) value at ``row`` of the points idx, float64."""
-        row = np.minimum(np.maximum(row, 0), self.n - 1)
-        return self._flat.take(row * self._rs + idx * self._cs).astype(np.float64)
+        # a row outside 0..n-1 reads some other value (clipped): the callers
+        # read there only for empty windows, whose values they drop
+        return self._flat.take(row * self._rs + idx * self._cs, mode='clip').astype(np.float64)
 
     def median(self, a: np.ndarray, b: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """Median of the windows (mean of the two middle values)."""
@@ -987,21 +988,24 @@ class _Chunk:
         so a binary search, after a first look that settles the windows
         that do not move.  A NaN bound stops at start (at end with
         inclusive): it rejects nothing."""
-        flat, rs, base = self._flat, self._rs, idx * self._cs
+        flat, rs = self._flat, self._rs
 
-        def below(row: np.ndarray, w: np.ndarray) -> np.ndarray:
-            v = flat.take(row * rs + base[w], mode='clip')
-            return ~(v > bound[w]) if inclusive else v < bound[w]
+        def below(row: np.ndarray, base: np.ndarray, bound: np.ndarray) -> np.ndarray:
+            v = flat.take(row * rs + base, mode='clip')
+            return ~(v > bound) if inclusive else v < bound
 
         pos = start.copy()
         w = (start < end).nonzero()[0]
-        w = w[below(start[w], w)]
+        w = w[below(start[w], idx[w] * self._cs, bound[w])]
         if w.size:
             lo, hi = start[w] + 1, end[w]
+            base, bound = idx[w] * self._cs, bound[w]  # the points searched
             step = 1 << max(int((hi - lo).max()).bit_length() - 1, 0)
             while step:  # lo moves past t while t's value is below the bound
                 t = lo + (step - 1)
-                lo = np.where((t < hi) & below(t, w), lo + step, lo)
+                more = below(t, base, bound)
+                more &= t < hi
+                lo += more * step
                 step >>= 1
             pos[w] = lo
         return pos
@@ -1084,12 +1088,19 @@ class _Chunk:
         at_right = at_left + (q + 1) * rs  # right(q - t) is flat[at_right - t rs] - c
         span = int((hi - lo).max(initial=0))
         step = 1 << max(span.bit_length() - 1, 0)
+        if self.exact:  # left(t) < right(q - t) is L + R > 2c: whole numbers
+            twice = np.nan_to_num(2 * c).astype(np.int32)
         while span and step:
             t = lo + (step - 1)  # the t tested: lo moves past it when it holds
             back = t * rs
-            more = (c - flat.take(at_left - back, mode='clip')
-                    < flat.take(at_right - back, mode='clip') - c)
-            lo = np.where(more & (t < hi), lo + step, lo)
+            if self.exact:
+                more = np.add(flat.take(at_left - back, mode='clip'),
+                              flat.take(at_right - back, mode='clip'), dtype=np.int32) > twice
+            else:
+                more = (c - flat.take(at_left - back, mode='clip')
+                        < flat.take(at_right - back, mode='clip') - c)
+            more &= t < hi
+            lo += more * step
             step >>= 1
         # the q+1-th smallest distance is the larger of left(lo - 1) and
         # right(q - lo), the next one the smaller of left(lo) and

@@ -1668,8 +1668,8 @@ def _clip_sorted(
     ``count`` long: the median is two reads, and exact sums of the values
     and of their squares, less the values each pass rejects, give the mean
     and spread.  A pass moves a point only if its lowest or highest kept
-    value is out of bounds (two reads); only those points' columns are
-    compared, within their run.
+    value is out of bounds (two reads); those points are walked in from
+    each end of their run while out of bounds.
     """
     n, c = x.shape
     flat = x.reshape(-1)
@@ -1679,8 +1679,6 @@ def _clip_sorted(
     first = np.zeros(c, np.int64)
     rejected = np.zeros(c, np.int64)
     below = np.zeros(c, np.int64)
-    rows = np.arange(n)[:, np.newaxis]
-    counter = np.uint8 if n < 256 else np.int64
     active = np.arange(c)
     passes = 0
     for _ in range(iterations):

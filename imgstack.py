@@ -1685,14 +1685,20 @@ def _clip_sorted(
         if not active.size:
             break
         passes += 1
-        f, k, t = first[active], count[active], total[active]
-        # as _bounds: d about the mean with divisor k, the median centre
-        var = (k * squares[active] - t * t) / (k.astype(np.float64) ** 2)
+        if passes == 1:  # every point and its whole run: rows, not reads
+            f, k, t = first, count, total
+            var = (n * squares - t * t) / float(n * n)
+            mid = (x[(n - 1) >> 1].astype(np.float64) + x[n >> 1]) / 2
+            lowest, highest = x[0], x[n - 1]
+        else:
+            f, k, t = first[active], count[active], total[active]
+            # as _bounds: d about the mean with divisor k, the median centre
+            var = (k * squares[active] - t * t) / (k.astype(np.float64) ** 2)
+            mid = (flat.take((f + ((k - 1) >> 1)) * c + active).astype(np.float64)
+                   + flat.take((f + (k >> 1)) * c + active)) / 2
+            lowest, highest = flat.take(f * c + active), flat.take((f + k - 1) * c + active)
         std = np.sqrt(var)
-        mid = (flat.take((f + ((k - 1) >> 1)) * c + active).astype(np.float64)
-               + flat.take((f + (k >> 1)) * c + active)) / 2
         lo, hi = _integer_bounds(mid - std * low, mid + std * high, x.dtype)
-        lowest, highest = flat.take(f * c + active), flat.take((f + k - 1) * c + active)
         moved = ((lowest < lo) | (highest > hi)).nonzero()[0]
         if not moved.size:
             break

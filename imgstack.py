@@ -1325,22 +1325,25 @@ class _Chunk:
             else:
                 critical = lam[np.clip(count, 0, self.n).astype(np.int64)]
             mean = total / count
-            # the sample variance: max(count squares - total^2, 0) / count^2
-            # * count / (count - 1), in one buffer
+            # R = r / SD > critical, compared squared (no root; r, SD >= 0),
+            # SD^2 the sample variance max(count squares - total^2, 0) /
+            # (count (count - 1)): in one buffer, one factor
             var = count * squares
             var -= total * total
             np.maximum(var, 0.0, out=var)
-            var /= count * count
-            var *= count / (count - 1)
+            var *= critical * critical / (count * (count - 1))
             below, above = mean - lowest, highest - mean
             take_low = below > above
             r = np.maximum(below, above, out=below)
-            # R = r / SD > critical, compared squared (no root; r, SD >= 0)
             r *= r
-            var *= critical * critical
             outlier = r > var
-            gone = highest  # the value removed, in place
-            np.copyto(gone, lowest, where=take_low)
+            if self.exact:  # the value removed: whole numbers, exact
+                gone = lowest - highest
+                gone *= take_low
+                gone += highest
+            else:
+                gone = highest
+                np.copyto(gone, lowest, where=take_low)
             if not uniform:
                 outlier &= live
                 take_low &= live

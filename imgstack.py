@@ -681,7 +681,7 @@ def clip_points(
                              valid, weights, center, method.passes):
         center = 'sorted'  # _clip_sorted: small integers stay in their type
     size = chunk_points(n, channels, values.dtype.itemsize if fast else None, center,
-                        small, scratch, sums)
+                        small, scratch, sums, GESD_POINTS if method.reject == 'gesd' else None)
     bounds = [(a, min(a + size, npoints)) for a in range(0, npoints, size)]
     result = np.empty(npoints, np.float64)
     rejected = np.empty(npoints, np.int64)
@@ -758,6 +758,7 @@ def _rows(table: np.ndarray, width: int) -> np.ndarray:
 def chunk_points(
     n: int, channels: int = 1, itemsize: int | None = None, center: str = 'mean',
     small: bool = False, scratch: int = CHUNK_BYTES, sums: bool = True,
+    most: int | None = None,
 ) -> int:
     """Return how many points one chunk holds within ``scratch`` bytes (at
     least `CHUNK_BYTES`), a multiple of channels: `SCRATCH_PER_VALUE` bytes per value
@@ -766,7 +767,8 @@ def chunk_points(
     float64 copy, its masked copy and a product (3 x 8), two masks and a
     comparison (3 x 1), a gathered subset of the input (itemsize), and for
     the median a sorted float64 copy and its temporary (2 x 8); for
-    `_clip_sorted` (``center='sorted'``) `SCRATCH_SORTED`."""
+    `_clip_sorted` (``center='sorted'``) `SCRATCH_SORTED`; at most ``most``
+    points."""
     per_value = SCRATCH_PER_VALUE if itemsize is None else (
         27 + itemsize + (16 if center == 'median' else 0))
     if itemsize is not None and center == 'sorted':
@@ -778,6 +780,8 @@ def chunk_points(
     size = max(scratch // (n * per_value), 64)
     if itemsize is not None and center == 'sorted':
         size = min(size, SORTED_POINTS)
+    if most is not None:
+        size = min(size, most)
     return max(size // channels, 1) * channels
 
 
@@ -802,6 +806,11 @@ SORTED_POINTS = 1 << 16
 """At most this many points in a chunk of `_clip_sorted`: larger ones
 leave the processor's cache (measured: 62,000 points 10% faster than
 174,000, 2x faster than 15,000)."""
+
+GESD_POINTS = 1 << 16
+"""At most this many points in a chunk of GESD, whose steps work on a few
+arrays of one value per point: they stay in the processor's cache
+(measured on a night band: 25% faster than 140,000 points)."""
 
 SCRATCH_SMALL = 28
 """The same for 8- and 16-bit integers without normalization, which stay in

@@ -152,3 +152,30 @@ def test_sorted_median_clip_walks_stay_inside_the_run(dtype, sigma):
     np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
     for g, w in zip(got[1:], want[1:]):
         np.testing.assert_array_equal(g, w)
+
+
+def test_gesd_chunks_hold_at_most_gesd_points(monkeypatch):
+    # GESD's steps stay in the processor's cache: its chunks are capped,
+    # whatever the scratch, and the cap changes no result
+    x = np.random.default_rng(5).normal(100, 10, (12, 3000))
+    x[3, ::7] += 200
+    method = imgstack.Method(reject='gesd')
+    whole = imgstack.clip_points(x, None, method, scratch=1 << 30)
+    widths = []
+    real = imgstack._Chunk.__init__
+
+    def record(self, values, *args):
+        widths.append(values.shape[1])
+        real(self, values, *args)
+
+    monkeypatch.setattr(imgstack._Chunk, '__init__', record)
+    monkeypatch.setattr(imgstack, 'GESD_POINTS', 700)
+    capped = imgstack.clip_points(x, None, method, scratch=1 << 30)
+    assert widths and max(widths) <= 700 and sum(widths) == 3000
+    np.testing.assert_array_equal(capped.result, whole.result)
+    np.testing.assert_array_equal(capped.rejected, whole.rejected)
+    assert whole.rejected.sum() > 0
+    # other methods are not capped
+    widths.clear()
+    imgstack.clip_points(x, None, imgstack.Method(reject='mad'), scratch=1 << 30)
+    assert widths == [3000]

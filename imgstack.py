@@ -1711,16 +1711,17 @@ def _clip_sorted(
                    + flat.take((f + (k >> 1)) * c + active)) / 2
             lowest, highest = flat.take(f * c + active), flat.take((f + k - 1) * c + active)
         std = np.sqrt(var)
-        lo, hi = _integer_bounds(mid - std * low, mid + std * high, x.dtype)
+        # float bounds: only end values are compared with them, few
+        lo, hi = mid - std * low, mid + std * high
         moved = ((lowest < lo) | (highest > hi)).nonzero()[0]
         if not moved.size:
             break
         active, f, k, lo, hi = active[moved], f[moved], k[moved], lo[moved], hi[moved]
         # the values rejected are the rows at the two ends of the run, few:
         # walked inwards from each end while out of bounds, their values
-        # taken from the sums.  A walk stops inside the run: lo <= ceil(mid)
-        # is at most the upper middle value, hi >= floor(mid) at least the
-        # lower one, so the walks never cross
+        # taken from the sums.  A walk stops inside the run: lo <= mid is at
+        # most the upper middle value, hi >= mid at least the lower one, so
+        # the walks never cross
         t, q = total[active], squares[active]
         low_count, high_count = np.zeros_like(k), np.zeros_like(k)
         ends = ((low_count, f, c, lo, lowest[moved]), (high_count, f + k - 1, -c, hi, highest[moved]))

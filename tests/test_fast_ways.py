@@ -179,3 +179,29 @@ def test_gesd_chunks_hold_at_most_gesd_points(monkeypatch):
     widths.clear()
     imgstack.clip_points(x, None, imgstack.Method(reject='mad'), scratch=1 << 30)
     assert widths == [3000]
+
+
+def test_linear_chunks_follow_their_own_scratch(monkeypatch):
+    # linear fit works on every kept value each pass: its chunks are sized
+    # by LINEAR_BYTES, whatever the budget's scratch
+    x = np.random.default_rng(6).normal(100, 10, (12, 3000))
+    widths = []
+    real = imgstack._Chunk.__init__
+
+    def record(self, values, *args):
+        widths.append(values.shape[1])
+        real(self, values, *args)
+
+    monkeypatch.setattr(imgstack._Chunk, '__init__', record)
+    monkeypatch.setattr(imgstack, 'LINEAR_BYTES', 1 << 19)
+    width = imgstack.chunk_points(12, 1, None, 'mean', False, 1 << 19, False)
+    assert width < 3000
+    method = imgstack.Method(reject='linear')
+    small = imgstack.clip_points(x, None, method, scratch=1 << 30)
+    assert max(widths) == width and sum(widths) == 3000
+    monkeypatch.setattr(imgstack, 'LINEAR_BYTES', 1 << 30)
+    widths.clear()
+    whole = imgstack.clip_points(x, None, method, scratch=1 << 20)
+    assert widths == [3000]
+    np.testing.assert_array_equal(small.rejected, whole.rejected)
+    np.testing.assert_allclose(small.result, whole.result, rtol=1e-13)

@@ -154,9 +154,9 @@ def test_sorted_median_clip_walks_stay_inside_the_run(dtype, sigma):
         np.testing.assert_array_equal(g, w)
 
 
-def test_gesd_chunks_hold_at_most_gesd_points(monkeypatch):
-    # GESD's steps stay in the processor's cache: its chunks are capped,
-    # whatever the scratch, and the cap changes no result
+def test_gesd_and_mad_chunks_hold_at_most_their_points(monkeypatch):
+    # the steps of GESD and MAD stay in the processor's cache: their chunks
+    # are capped, whatever the scratch, and the cap changes no result
     x = np.random.default_rng(5).normal(100, 10, (12, 3000))
     x[3, ::7] += 200
     method = imgstack.Method(reject='gesd')
@@ -169,15 +169,19 @@ def test_gesd_chunks_hold_at_most_gesd_points(monkeypatch):
         real(self, values, *args)
 
     monkeypatch.setattr(imgstack._Chunk, '__init__', record)
-    monkeypatch.setattr(imgstack, 'GESD_POINTS', 700)
+    monkeypatch.setitem(imgstack.MOST_POINTS, 'gesd', 700)
     capped = imgstack.clip_points(x, None, method, scratch=1 << 30)
     assert widths and max(widths) <= 700 and sum(widths) == 3000
     np.testing.assert_array_equal(capped.result, whole.result)
     np.testing.assert_array_equal(capped.rejected, whole.rejected)
     assert whole.rejected.sum() > 0
-    # other methods are not capped
+    monkeypatch.setitem(imgstack.MOST_POINTS, 'mad', 900)
     widths.clear()
     imgstack.clip_points(x, None, imgstack.Method(reject='mad'), scratch=1 << 30)
+    assert max(widths) <= 900 and sum(widths) == 3000
+    # other methods are not capped
+    widths.clear()
+    imgstack.clip_points(x, None, imgstack.Method(reject='winsorized'), scratch=1 << 30)
     assert widths == [3000]
 
 

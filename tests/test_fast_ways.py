@@ -154,14 +154,9 @@ def test_sorted_median_clip_walks_stay_inside_the_run(dtype, sigma):
         np.testing.assert_array_equal(g, w)
 
 
-def test_gesd_and_mad_chunks_hold_at_most_their_points(monkeypatch):
-    # the steps of GESD and MAD stay in the processor's cache: their chunks
-    # are capped, whatever the scratch, and the cap changes no result
-    x = np.random.default_rng(5).normal(100, 10, (12, 3000))
-    x[3, ::7] += 200
-    method = imgstack.Method(reject='gesd')
-    whole = imgstack.clip_points(x, None, method, scratch=1 << 30)
-    widths = []
+def chunk_widths(monkeypatch) -> list[int]:
+    """The widths of the chunks made from now on, in a list that grows."""
+    widths: list[int] = []
     real = imgstack._Chunk.__init__
 
     def record(self, values, *args):
@@ -169,6 +164,17 @@ def test_gesd_and_mad_chunks_hold_at_most_their_points(monkeypatch):
         real(self, values, *args)
 
     monkeypatch.setattr(imgstack._Chunk, '__init__', record)
+    return widths
+
+
+def test_gesd_and_mad_chunks_hold_at_most_their_points(monkeypatch):
+    # the steps of GESD and MAD stay in the processor's cache: their chunks
+    # are capped, whatever the scratch, and the cap changes no result
+    x = np.random.default_rng(5).normal(100, 10, (12, 3000))
+    x[3, ::7] += 200
+    method = imgstack.Method(reject='gesd')
+    whole = imgstack.clip_points(x, None, method, scratch=1 << 30)
+    widths = chunk_widths(monkeypatch)
     monkeypatch.setitem(imgstack.MOST_POINTS, 'gesd', 700)
     capped = imgstack.clip_points(x, None, method, scratch=1 << 30)
     assert widths and max(widths) <= 700 and sum(widths) == 3000
@@ -189,14 +195,7 @@ def test_linear_chunks_follow_their_own_scratch(monkeypatch):
     # linear fit works on every kept value each pass: its chunks are sized
     # by LINEAR_BYTES, whatever the budget's scratch
     x = np.random.default_rng(6).normal(100, 10, (12, 3000))
-    widths = []
-    real = imgstack._Chunk.__init__
-
-    def record(self, values, *args):
-        widths.append(values.shape[1])
-        real(self, values, *args)
-
-    monkeypatch.setattr(imgstack._Chunk, '__init__', record)
+    widths = chunk_widths(monkeypatch)
     monkeypatch.setattr(imgstack, 'LINEAR_BYTES', 1 << 19)
     width = imgstack.chunk_points(12, 1, None, 'mean', False, 1 << 19, False)
     assert width < 3000

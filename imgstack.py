@@ -767,9 +767,9 @@ def chunk_points(
     small: bool = False, scratch: int = CHUNK_BYTES, sums: bool = True,
     most: int | None = None,
 ) -> int:
-    """Return how many points one chunk holds within ``scratch`` bytes (at
-    least `CHUNK_BYTES`), a multiple of channels: `SCRATCH_PER_VALUE` bytes per value
-    for the window core (`SCRATCH_SMALL` for small integers, 48 and 8 less
+    """Return how many points one chunk holds within ``scratch`` bytes, a
+    multiple of channels: `SCRATCH_PER_VALUE` bytes per value for the window
+    core (`SCRATCH_SMALL` for small integers, 48 and 8 less
     without prefix ``sums``), or for the fast path (``itemsize`` given) a
     float64 copy, its masked copy and a product (3 x 8), two masks and a
     comparison (3 x 1), a gathered subset of the input (itemsize), and for

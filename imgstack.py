@@ -698,7 +698,6 @@ def clip_points(
     frame_high = np.zeros((n, channels), np.int64) if counts else None
     lock = threading.Lock()
 
-
     # rows of the tables as long as a chunk, shared by the chunks
     width = min(size, npoints)
     if factor is not None:
@@ -1317,9 +1316,8 @@ class _Chunk:
             if self.invalid is not None:  # the window is rows a..b-1
                 rows = np.arange(self.n)[:, np.newaxis]
                 z = np.where((rows >= a) & (rows < b), z, 0)
-            if self.exact:  # exact integer sums, in the narrowest type that holds them
-                wide = np.uint32 if z.dtype.kind == 'u' and self.n <= 65536 else np.int64
-                total = z.sum(axis=0, dtype=wide).astype(np.float64)
+            if self.exact:  # exact integer sums
+                total = _sums(z, None)[0].astype(np.float64)
                 squares = _square_sums(z).astype(np.float64)
             else:
                 total = z.sum(axis=0)
@@ -1460,8 +1458,7 @@ class _Chunk:
     def _exact_sum(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Exact sums of the rows a..b-1 of small integers: the sum of all
         rows less the few rows below a and from b on, or when they are not
-        few, from prefix sums in 32 bits (64 for signed values or beyond
-        65536 rows)."""
+        few, from prefix sums in 32 bits (64 beyond 65536 rows)."""
         s, n = self.s, self.n
         below, above = int(a.max(initial=0)), int(b.min(initial=n))
         if 3 * (below + n - above) <= n:
@@ -1471,8 +1468,7 @@ class _Chunk:
             for j in range(above, n):
                 total -= np.where(j >= b, s[j], 0)
             return total
-        wide = np.uint32 if s.dtype.kind == 'u' and n <= 65536 else np.int64
-        up = np.empty((n + 1, s.shape[1]), wide)
+        up = np.empty((n + 1, s.shape[1]), _sum_type(s.dtype, n))
         up[0] = 0
         _cumsum_rows(s, up)
         flat, width = up.reshape(-1), s.shape[1]
@@ -1774,16 +1770,20 @@ def _sums(x: np.ndarray, kept: np.ndarray | None) -> tuple[np.ndarray, np.ndarra
     if kept is None:
         if x.dtype.kind == 'f':
             return x.sum(axis=0), np.full(x.shape[1], x.shape[0])
-        # 32 bits hold the sum of 65536 values of 16 bits, and add twice as
-        # fast as 64
-        narrow = np.uint32 if x.dtype.kind == 'u' else np.int32
-        if x.shape[0] > 65536:
-            narrow = np.int64
-        total = x.sum(axis=0, dtype=narrow).astype(np.int64)
+        total = x.sum(axis=0, dtype=_sum_type(x.dtype, x.shape[0])).astype(np.int64)
         return total, np.full(x.shape[1], x.shape[0])
     if x.dtype.kind == 'f':  # where, not a product: 0 * inf is NaN
         return np.where(kept, x, 0.0).sum(axis=0), kept.sum(axis=0)
     return (x * kept).sum(axis=0, dtype=np.int64), kept.sum(axis=0)
+
+
+def _sum_type(dtype: np.dtype, n: int) -> type:
+    """The type of exact sums of up to n values of an 8- or 16-bit integer
+    type: 32 bits hold the sum of 65536 values of 16 bits, and add twice as
+    fast as 64."""
+    if n > 65536:
+        return np.int64
+    return np.uint32 if dtype.kind == 'u' else np.int32
 
 
 def _bounds(
@@ -1877,12 +1877,11 @@ def _cumsum_rows(z: np.ndarray, out: np.ndarray) -> None:
 
 def _running_count(mask: np.ndarray, dtype: Any) -> np.ndarray:
     """The count of true values of mask ``(n, c)`` in rows 0..i, at row i:
-    numpy's cumsum along the first axis, row by row (13x faster)."""
-    out = np.empty(mask.shape, dtype)
-    out[0] = mask[0]
-    for i in range(1, mask.shape[0]):
-        np.add(out[i - 1], mask[i], out=out[i])
-    return out
+    numpy's cumsum along the first axis, by `_cumsum_rows` (13x faster)."""
+    out = np.empty((mask.shape[0] + 1, mask.shape[1]), dtype)
+    out[0] = 0
+    _cumsum_rows(mask, out)
+    return out[1:]
 
 
 _STEPS: dict[str, Callable[[_Chunk, np.ndarray], np.ndarray]] = {

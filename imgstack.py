@@ -894,7 +894,7 @@ class _Chunk:
         # faster than indexing with a row and a column array
         self._flat = self.s.ravel(order='K')
         self._rs, self._cs = (c, 1) if self.s.flags.c_contiguous else (1, n)
-        self._sums: tuple[np.ndarray, ...] | None = None  # prefix sums, made when asked
+        self._sums: tuple[np.ndarray, np.ndarray] | None = None  # prefix sums, made when asked
         self.a = np.zeros(c, np.int64)
         self.b = self.k.copy()
         self.keep: np.ndarray | None = None  # sorted rows kept (linear only)
@@ -903,65 +903,62 @@ class _Chunk:
         self._order: tuple[np.ndarray, ...] | None = None  # kept_in_frame_order's masks
         self.window_total: np.ndarray | None = None  # exact sums of the final windows (GESD)
 
-    def _prefix(
-        self, z: np.ndarray, rows: np.ndarray, square: bool = False
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Prefix sums of z (or its squares) along the rows, anchored at the
-        median row for floats: ``sum(z[a:b]) = up[b] - up[a] + lo[a] -
-        lo[b]`` where ``up`` sums rows from the median up and ``lo`` rows
-        below it downwards, so that a window's sum never subtracts values
-        outside it."""
+    def _prefix(self, z: np.ndarray, rows: np.ndarray, square: bool = False) -> np.ndarray:
+        """Prefix sums P of z (or its squares) along the rows, so that
+        ``sum(z[a:b]) = P[b] - P[a]``.  For floats they are anchored at the
+        median row m: P[m] = 0, sums run up from it and down from it (P[i]
+        = -sum(z[i:m]) below), so a window around the median adds only its
+        own values, and the others subtract only values between it and the
+        median, never an outlier outside it."""
         n, c = z.shape
-        up = np.zeros((n + 1, c))
+        out = np.zeros((n + 1, c))
         if self.exact:
             if square:
                 wide = np.dtype(f'{z.dtype.kind}{2 * z.dtype.itemsize}')
                 row = np.empty(c, wide)
                 for i in range(n):
                     np.multiply(z[i], z[i], out=row, dtype=wide)
-                    np.add(up[i], row, out=up[i + 1])
+                    np.add(out[i], row, out=out[i + 1])
             else:
-                _cumsum_rows(z, up)
-            return up, None
+                _cumsum_rows(z, out)
+            return out
         if square:
             z = np.square(z)
-        m = np.maximum((self.k - 1) // 2, 0)
+        k = self.k
+        m = np.maximum((k - 1) // 2, 0)
+        if k.size and k.min() == n:  # every value valid: one median row
+            m = int(m[0])
+            for i in range(m, n):
+                np.add(out[i], z[i], out=out[i + 1])
+            for i in range(m - 1, -1, -1):
+                np.subtract(out[i + 1], z[i], out=out[i])
+            return out
         upper = rows >= m
-        _cumsum_rows(np.where(upper, z, 0.0), up)
-        lo = np.zeros((n + 1, c))
+        _cumsum_rows(np.where(upper, z, 0.0), out)
         below = np.where(upper, 0.0, z)
-        for i in range(n - 1, -1, -1):
-            np.add(lo[i + 1], below[i], out=lo[i])
-        return up, lo
+        lo = np.zeros(c)
+        for i in range(n - 1, -1, -1):  # rows below m subtract, the others add 0
+            np.subtract(lo, below[i], out=lo)
+            out[i] += lo
+        return out
 
     @property
-    def sums(self) -> tuple[np.ndarray, ...]:
+    def sums(self) -> tuple[np.ndarray, np.ndarray]:
         """Prefix sums of the values and of their squares (`_prefix`), made
         for the methods that ask for window means and spreads."""
         if self._sums is None:
             rows = np.arange(self.n)[:, np.newaxis]
-            z = self._z
-            up1, lo1 = self._prefix(z, rows)
-            up2, lo2 = self._prefix(z, rows, square=True)
-            self._sums = (up1, lo1, up2, lo2)
+            self._sums = (self._prefix(self._z, rows), self._prefix(self._z, rows, square=True))
         return self._sums
 
     def window_sums(self, a: np.ndarray, b: np.ndarray, idx: np.ndarray,
-                    sums: tuple[np.ndarray | None, ...] | None = None) -> list[np.ndarray]:
-        """Sums of rows a..b-1 of the points idx, from each pair of prefix
-        sums (`_prefix`; all of `sums` by default: values, then squares)."""
+                    sums: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+        """Sums of rows a..b-1 of the points idx, from each prefix sum
+        (`_prefix`; both of `sums` by default: values, then squares)."""
         sums = self.sums if sums is None else sums
         width = sums[0].shape[1]
         at_a, at_b = a * width + idx, b * width + idx
-        totals = []
-        for up, lo in zip(sums[::2], sums[1::2]):
-            flat = up.reshape(-1)
-            total = flat.take(at_b) - flat.take(at_a)
-            if lo is not None:
-                flat = lo.reshape(-1)
-                total += flat.take(at_a) - flat.take(at_b)
-            totals.append(total)
-        return totals
+        return [p.reshape(-1).take(at_b) - p.reshape(-1).take(at_a) for p in sums]
 
     def stats(self, a: np.ndarray, b: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, ...]:
         """Count, mean and variance (divisor count) of windows; NaN where empty."""
@@ -1420,7 +1417,7 @@ class _Chunk:
         if (combine == 'mean' or empty.any()) and self._sums is not None and keep is None:
             ma, mb = np.where(empty, 0, a), np.where(empty, k, b)
             at = np.arange(a.size)
-            mean = self.window_sums(ma, mb, at, self._sums[:2])[0] / (mb - ma)
+            mean = self.window_sums(ma, mb, at, self._sums[:1])[0] / (mb - ma)
             mean += self.shift
         elif combine == 'mean' and self.window_total is not None and not empty.any():
             mean = self.window_total / count

@@ -14,6 +14,7 @@ test_imgstack.py.
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -98,6 +99,34 @@ def test_exact_window_sums_both_ways(dtype, cut):
     s = chunk.s.astype(np.int64)
     want = [s[a[j]:b[j], j].sum() for j in range(500)]
     assert chunk._exact_sum(a, b).tolist() == want
+
+
+@pytest.mark.parametrize('nan', [False, True])
+def test_float_window_sums_never_subtract_an_outlier_outside(nan):
+    # a cluster near 1 between a low and a high outlier of 1e12: the window
+    # of the cluster must be summed from its own values (prefix sums
+    # anchored at the median row), or the squares' sum is lost in 1e24
+    rng = np.random.default_rng(3)
+    n, c = 24, 400
+    x = 1 + 1e-3 * rng.standard_normal((n, c))
+    x[0], x[1] = -1e12, 1e12
+    if nan:  # some points have fewer values: one median row per point
+        x[2:2 + 5, ::3] = np.nan
+    with np.errstate(invalid='ignore', divide='ignore'):
+        chunk = imgstack._Chunk(x, None, imgstack.Method(reject='winsorized'), None)
+    k = chunk.k
+    a, b = np.ones(c, np.int64), k - 1  # every value but the two outliers
+    total, squares = chunk.window_sums(a, b, np.arange(c))
+    for j in range(c):
+        z = chunk.s[a[j]:b[j], j]
+        assert total[j] == pytest.approx(math.fsum(z), rel=1e-9, abs=1e-15)
+        assert squares[j] == pytest.approx(math.fsum(z * z), rel=1e-9)
+    # windows wholly above or below the median subtract only values near it
+    m = (k - 1) // 2
+    total, squares = chunk.window_sums(m + 1, k - 1, np.arange(c))
+    for j in range(c):
+        z = chunk.s[m[j] + 1:k[j] - 1, j]
+        assert squares[j] == pytest.approx(math.fsum(z * z), rel=1e-9)
 
 
 def test_chunk_sizes_follow_each_path_scratch():

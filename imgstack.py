@@ -312,6 +312,11 @@ spread is scaled by 1.134, until d changes by at most 0.0005 d."""
 WINSOR_MAX_ROUNDS = 100
 """Safety cap of winsorized rounds per pass (they converge in a few)."""
 
+WINSOR_COMPACT = 0.5
+"""The winsorized rounds drop the points that converged once this fraction
+or less of them is left (compacting them after every round cost more than
+the rounds themselves)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Method:
@@ -1148,23 +1153,31 @@ class _Chunk:
         ia, ib = a.copy(), b.copy()  # the clamp rows, by place in idx
         reach = [np.full(at.size, np.inf), np.full(at.size, -np.inf)]  # u's range
         poly = [np.zeros(at.size) for _ in range(3)]  # variance = p0 + p1 u + p2 u^2
+        live = np.ones(at.size, bool)  # still iterating; the others wait for a compaction
+        left = at.size
         for _ in range(WINSOR_MAX_ROUNDS):
-            if not at.size:
+            if not left:
                 break
             moved = ~((u >= reach[0]) & (u < reach[1]))
+            moved &= live
             if moved.any():
                 w = moved.nonzero()[0]
                 self._clamps(w, at[w], idx, a, b, c, u[w], ia, ib, reach, poly)
             p0, p1, p2 = poly
             new = WINSOR_FACTOR * np.sqrt(np.maximum(p0 + u * (p1 + u * p2), 0.0))
             done = ~(np.abs(new - u) > WINSOR_TOLERANCE * new)
+            done &= live
             u = new
-            if done.any():
-                d[at[done]] = u[done]
-                go = ~done
-                at, u = at[go], u[go]
-                reach, poly = [r[go] for r in reach], [p[go] for p in poly]
-        d[at] = u  # the rounds' cap reached
+            w = done.nonzero()[0]
+            if w.size:
+                d[at[w]] = u[w]
+                live[w] = False
+                left -= w.size
+                if left <= at.size * WINSOR_COMPACT:  # compacting costs a round's work
+                    at, u = at[live], u[live]
+                    reach, poly = [r[live] for r in reach], [p[live] for p in poly]
+                    live = np.ones(at.size, bool)
+        d[at[live]] = u[live]  # the rounds' cap reached
         return self._apply(idx, c, d)
 
     def _clamps(

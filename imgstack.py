@@ -773,7 +773,7 @@ def chunk_points(
 ) -> int:
     """Return how many points one chunk holds within ``scratch`` bytes, a
     multiple of channels: `SCRATCH_PER_VALUE` bytes per value for the window
-    core (`SCRATCH_SMALL` for small integers, 48 and 8 less
+    core (`SCRATCH_SMALL` for small integers, 32 and 8 less
     without prefix ``sums``), or for the fast path (``itemsize`` given) a
     float64 copy, its masked copy and a product (3 x 8), two masks and a
     comparison (3 x 1), a gathered subset of the input (itemsize), and for
@@ -787,7 +787,7 @@ def chunk_points(
     if itemsize is None and small:  # small integers: no float64 copies
         per_value = SCRATCH_SMALL
     if itemsize is None and not sums:
-        per_value -= 8 if small else 48
+        per_value -= 8 if small else 32
     size = max(scratch // (n * per_value), 64)
     if itemsize is not None and center == 'sorted':
         size = min(size, SORTED_POINTS)
@@ -801,12 +801,12 @@ def chunk_scratch(memory: int) -> int:
     return min(max(memory // CHUNK_SHARE, CHUNK_BYTES), 4 * CHUNK_BYTES)
 
 
-SCRATCH_PER_VALUE = 88
+SCRATCH_PER_VALUE = 72
 """Bytes of scratch per value of a chunk, at most: the sorted values (8),
-their transposed copy (8), two prefix sums and their lower halves (4 x 8,
-for the methods that ask for them) and the two temporaries that build
-them (2 x 8), the frame-order copy with normalization (8), a masked
-temporary (8) and masks (8 x 1)."""
+their transposed copy (8), two prefix sums (2 x 8, for the methods that
+ask for them) and the two temporaries that build them (2 x 8), the
+frame-order copy with normalization (8), a masked temporary (8) and masks
+(8 x 1)."""
 
 SCRATCH_SORTED = 16
 """Bytes of scratch per value of `_clip_sorted`: the sorting network's rows

@@ -892,7 +892,11 @@ class _Chunk:
             # sums are short (little cancellation); invalid values are NaN
             mid = sorted_[np.maximum((self.k - 1) // 2, 0), np.arange(c)]
             self.shift = np.where(self.k > 0, mid, 0).astype(np.float64)
-            s = sorted_ - self.shift
+            # in rows (C order) for the methods that reject: the passes read
+            # whole rows (prefix sums, counts), 5-18% faster on a night band;
+            # a plain combination reads a few values, and the copy in rows
+            # costs it 12%
+            s = np.subtract(sorted_, self.shift, order='K' if method.reject == 'none' else 'C')
             self._z = s if bad is None else np.where(rows < self.k, s, 0.0)
             self.s = s
         # the sorted values as one flat run, read by index: np.take is 2-3x

@@ -920,8 +920,9 @@ class _Chunk:
         own values, and the others subtract only values between it and the
         median, never an outlier outside it."""
         n, c = z.shape
-        out = np.zeros((n + 1, c))
+        out = np.empty((n + 1, c))  # every row is written, from a zero row
         if self.exact:
+            out[0] = 0
             if square:
                 wide = np.dtype(f'{z.dtype.kind}{2 * z.dtype.itemsize}')
                 row = np.empty(c, wide)
@@ -937,12 +938,14 @@ class _Chunk:
         m = np.maximum((k - 1) // 2, 0)
         if k.size and k.min() == n:  # every value valid: one median row
             m = int(m[0])
+            out[m] = 0
             for i in range(m, n):
                 np.add(out[i], z[i], out=out[i + 1])
             for i in range(m - 1, -1, -1):
                 np.subtract(out[i + 1], z[i], out=out[i])
             return out
         upper = rows >= m
+        out[0] = 0
         _cumsum_rows(np.where(upper, z, 0.0), out)
         below = np.where(upper, 0.0, z)
         lo = np.zeros(c)
@@ -981,7 +984,8 @@ class _Chunk:
         """The sorted (shifted) value at ``row`` of the points idx, float64."""
         # a row outside 0..n-1 reads some other value (clipped): the callers
         # read there only for empty windows, whose values they drop
-        return self._flat.take(row * self._rs + idx * self._cs, mode='clip').astype(np.float64)
+        return self._flat.take(row * self._rs + idx * self._cs, mode='clip').astype(
+            np.float64, copy=False)
 
     def median(self, a: np.ndarray, b: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """Median of the windows (mean of the two middle values)."""

@@ -694,6 +694,12 @@ def clip_points(
         center = 'sorted'  # _clip_sorted: small integers stay in their type
     size = chunk_points(n, channels, values.dtype.itemsize if fast else None, center,
                         small, scratch, sums, MOST_POINTS.get(method.reject))
+    # as many chunks of about the same size for each thread: a band waits
+    # for its last chunk, and a lone or short last chunk left one idle
+    count = -(-npoints // size)
+    if count > 1:
+        count = -(-count // WORKERS) * WORKERS
+        size = -(-npoints // (count * channels)) * channels
     bounds = [(a, min(a + size, npoints)) for a in range(0, npoints, size)]
     result = np.empty(npoints, np.float64)
     rejected = np.empty(npoints, np.int64)

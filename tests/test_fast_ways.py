@@ -220,6 +220,23 @@ def test_gesd_and_mad_chunks_hold_at_most_their_points(monkeypatch):
     assert widths == [3000]
 
 
+@pytest.mark.parametrize('npoints, cap', [(3000, 700), (3003, 1000), (2997, 999), (600, 700)])
+def test_chunks_are_even_for_the_threads(monkeypatch, npoints, cap):
+    # a band waits for its last chunk: the chunks are as many for each
+    # thread and of about one size, whole pixels, within the cap
+    x = np.random.default_rng(6).normal(100, 10, (12, npoints))
+    widths = chunk_widths(monkeypatch)
+    monkeypatch.setitem(imgstack.MOST_POINTS, 'mad', cap)
+    imgstack.clip_points(x, None, imgstack.Method(reject='mad'), channels=3, scratch=1 << 30)
+    assert sum(widths) == npoints and max(widths) <= cap
+    if npoints > cap:
+        assert len(widths) % imgstack.WORKERS == 0
+        assert all(w % 3 == 0 for w in widths[:-1])
+        assert max(widths) - min(widths) < len(widths) * 3
+    else:
+        assert widths == [npoints]
+
+
 def test_linear_chunks_follow_their_own_scratch(monkeypatch):
     # linear fit works on every kept value each pass: its chunks are sized
     # by LINEAR_BYTES, whatever the budget's scratch

@@ -247,7 +247,7 @@ def test_linear_chunks_follow_their_own_scratch(monkeypatch):
     assert width < 3000
     method = imgstack.Method(reject='linear')
     small = imgstack.clip_points(x, None, method, scratch=1 << 30)
-    assert max(widths) == width and sum(widths) == 3000
+    assert width // 2 < max(widths) <= width and sum(widths) == 3000  # evened for the threads
     monkeypatch.setattr(imgstack, 'LINEAR_BYTES', 1 << 30)
     widths.clear()
     whole = imgstack.clip_points(x, None, method, scratch=1 << 20)

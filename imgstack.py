@@ -170,6 +170,12 @@ it as scratch, up to 4 x `CHUNK_BYTES`: larger chunks cost fewer calls
 (at -m 256M, 32 MiB chunks run MAD and winsorized 1.3 times faster than
 16 MiB ones)."""
 
+WINSOR_SHARE = 4
+"""Winsorized gives each thread a 4th of the budget instead, up to the same
+cap: its rounds make many numpy calls per chunk, and at -m 256M 64 MiB
+chunks run it 1.25-1.35 times faster than 32 MiB ones.  The others gain
+nothing there from the smaller bands that leaves, and GESD loses."""
+
 LINEAR_BYTES = 8 * MIB
 """Scratch of a chunk of linear fit, whatever the budget: its passes work
 on every kept value, and smaller chunks stay in cache (measured on a
@@ -802,9 +808,11 @@ def chunk_points(
     return max(size // channels, 1) * channels
 
 
-def chunk_scratch(memory: int) -> int:
-    """Scratch bytes of one stacking thread under a memory budget."""
-    return min(max(memory // CHUNK_SHARE, CHUNK_BYTES), 4 * CHUNK_BYTES)
+def chunk_scratch(memory: int, method: Method | None = None) -> int:
+    """Scratch bytes of one stacking thread under a memory budget, for the
+    method when given (`WINSOR_SHARE`)."""
+    share = WINSOR_SHARE if method is not None and method.reject == 'winsorized' else CHUNK_SHARE
+    return min(max(memory // share, CHUNK_BYTES), 4 * CHUNK_BYTES)
 
 
 SCRATCH_PER_VALUE = 72
@@ -3070,6 +3078,7 @@ def plan_bands(
     rows: int,
     alpha: bool = False,
     rejection_map: bool = False,
+    method: Method | None = None,
 ) -> Plan:
     """Choose the band height that fits the memory budget.
 
@@ -3085,7 +3094,7 @@ def plan_bands(
       ``6 * v`` more for a rejection map;
     - ``n * v``: the validity mask of a valid range or alpha.
 
-    And once: `RESERVE_BYTES`, ``WORKERS * chunk_scratch(memory)`` of scratch,
+    And once: `RESERVE_BYTES`, ``WORKERS * chunk_scratch(memory, method)`` of scratch,
     the inputs' `bookkeeping`, and ``WORKERS`` strips or tiles being decoded (decoded and stored
     bytes).  An input whose strips or tiles are taller than the band is
     decoded once into a temporary file instead (one segment in memory at a
@@ -3107,7 +3116,7 @@ def plan_bands(
         per_row += 2 * n * first.width * s if first.planar else 0
     if rejection_map:
         per_row += 6 * v
-    fixed = RESERVE_BYTES + WORKERS * chunk_scratch(memory) + bookkeeping(frames)
+    fixed = RESERVE_BYTES + WORKERS * chunk_scratch(memory, method) + bookkeeping(frames)
     cost = [f.segment_bytes + f.largest for f in frames]
     # decoding beforehand takes a whole strip, or a stream where that does
     # not fit and the codec allows it
@@ -3716,7 +3725,7 @@ percentile, minmax, gesd
                   or 'frame_stats' in extras or report.level >= 2)
     plan = plan_bands(
         frames, memory=settings.memory, rows=settings.rows, alpha=alpha is not None,
-        rejection_map='rejection_map' in extras,
+        rejection_map='rejection_map' in extras, method=settings.method,
     )
     out_dtype = np.dtype(np.float32) if settings.dtype == 'float32' else first.dtype
     encode, extra = strip_encoder(settings.codec, out_dtype)
@@ -4093,7 +4102,7 @@ class Job:
         """Reject and combine each band; yield the encoded strips."""
         first, plan, s = self.frames[0], self.plan, self.settings
         total_rows = first.height * first.planes
-        scratch = chunk_scratch(s.memory)
+        scratch = chunk_scratch(s.memory, s.method)
         scale = float(np.iinfo(first.dtype).max) if first.dtype.kind in 'iu' else 1.0
         done = 0
         self.report.start()

@@ -389,6 +389,29 @@ def test_plan_bands_accounts_every_byte(tmp_path):
         imgstack.plan_bands(frames, memory=plan.fixed, rows=100)
 
 
+@pytest.mark.parametrize('reject, scratch', [('winsorized', 64), ('mad', 32)])
+def test_a_run_plans_and_clips_with_its_method_scratch(tmp_path, monkeypatch, reject, scratch):
+    paths = write_stack(tmp_path, random_stack('uint16', (20, 30), n=5))
+    seen = {'plan': [], 'clip': []}
+    plan, clip = imgstack.plan_bands, imgstack.clip_points
+
+    def spy_plan(*args, **kwargs):
+        result = plan(*args, **kwargs)
+        seen['plan'].append(result.fixed - plan(*args, **{**kwargs, 'method': None}).fixed)
+        return result
+
+    def spy_clip(*args, **kwargs):
+        seen['clip'].append(kwargs['scratch'])
+        return clip(*args, **kwargs)
+
+    monkeypatch.setattr(imgstack, 'plan_bands', spy_plan)
+    monkeypatch.setattr(imgstack, 'clip_points', spy_clip)
+    out = str(tmp_path / 'out.tif')
+    assert imgstack.main(['-q', '-m', '256M', '--reject', reject, out, *paths]) == 0
+    assert seen['clip'] and set(seen['clip']) == {scratch * imgstack.MIB}
+    assert seen['plan'] == [2 * (scratch - 32) * imgstack.MIB]  # reserved for two threads
+
+
 def test_library_accepts_lists_and_leaves_input_alone():
     stack = [[1, 2, 3], [1, 2, 30], [1, 2, 3], [2, 2, 3]]
     copy = [row[:] for row in stack]
@@ -513,3 +536,12 @@ def test_scratch_grows_with_the_budget_within_bounds(tmp_path):
               for p in write_stack(tmp_path, random_stack('uint16', (20, 30), n=3))]
     small, large = (imgstack.plan_bands(frames, memory=m, rows=10) for m in (64 * mib, 1 << 30))
     assert large.fixed - small.fixed == 2 * (64 - 16) * mib  # two threads' scratch
+    # winsorized takes a 4th of the budget per thread, within the same bounds
+    winsorized = imgstack.Method(reject='winsorized')
+    assert imgstack.chunk_scratch(256 * mib, winsorized) == 64 * mib
+    assert imgstack.chunk_scratch(32 * mib, winsorized) == imgstack.CHUNK_BYTES
+    assert imgstack.chunk_scratch(8 << 30, winsorized) == 4 * imgstack.CHUNK_BYTES
+    assert imgstack.chunk_scratch(256 * mib, imgstack.Method(reject='mad')) == 32 * mib
+    plain, wide = (imgstack.plan_bands(frames, memory=256 * mib, rows=10, method=m)
+                   for m in (None, winsorized))
+    assert wide.fixed - plain.fixed == 2 * (64 - 32) * mib

@@ -953,8 +953,7 @@ class _Chunk:
         if k.size and k.min() == n:  # every value valid: one median row
             m = int(m[0])
             out[m] = 0
-            for i in range(m, n):
-                np.add(out[i], z[i], out=out[i + 1])
+            _cumsum_rows(z[m:], out[m:])
             for i in range(m - 1, -1, -1):
                 np.subtract(out[i + 1], z[i], out=out[i])
             return out

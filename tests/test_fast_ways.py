@@ -237,20 +237,61 @@ def test_chunks_are_even_for_the_threads(monkeypatch, npoints, cap):
         assert widths == [npoints]
 
 
-def test_linear_chunks_follow_their_own_scratch(monkeypatch):
-    # linear fit works on every kept value each pass: its chunks are sized
-    # by LINEAR_BYTES, whatever the budget's scratch
+def test_linear_passes_run_in_blocks_of_their_own_scratch(monkeypatch):
+    # linear fit works on every kept value each pass: its passes run on
+    # blocks of LINEAR_BYTES, while its chunks (sorted whole) follow the
+    # budget's scratch; the blocks give the same result as one block
     x = np.random.default_rng(6).normal(100, 10, (12, 3000))
+    x[3, 5] = np.nan  # an invalid value: a point with fewer values
     widths = chunk_widths(monkeypatch)
-    monkeypatch.setattr(imgstack, 'LINEAR_BYTES', 1 << 19)
-    width = imgstack.chunk_points(12, 1, None, 'mean', False, 1 << 19, False)
-    assert width < 3000
+    blocks: list[int] = []
+    real = imgstack._Chunk._linear
+
+    def record(self, idx):
+        if not self._linear_left:  # a block's first pass
+            blocks.append(idx.size)
+        return real(self, idx)
+
+    monkeypatch.setitem(imgstack._STEPS, 'linear', record)
+    monkeypatch.setattr(imgstack, 'LINEAR_BYTES', 1 << 18)
+    block = imgstack.chunk_points(12, 1, None, 'mean', False, 1 << 18, False)
+    assert block < 1000
     method = imgstack.Method(reject='linear')
     small = imgstack.clip_points(x, None, method, scratch=1 << 30)
-    assert width // 2 < max(widths) <= width and sum(widths) == 3000  # evened for the threads
+    assert widths == [3000]  # one chunk, sorted whole
+    assert sum(blocks) == 3000 and max(blocks) <= block and len(blocks) > 3
     monkeypatch.setattr(imgstack, 'LINEAR_BYTES', 1 << 30)
     widths.clear()
+    blocks.clear()
     whole = imgstack.clip_points(x, None, method, scratch=1 << 20)
-    assert widths == [3000]
+    assert blocks == [3000]
+    assert small.passes == whole.passes > 1
     np.testing.assert_array_equal(small.rejected, whole.rejected)
-    np.testing.assert_allclose(small.result, whole.result, rtol=1e-13)
+    np.testing.assert_array_equal(small.low, whole.low)
+    np.testing.assert_array_equal(small.result, whole.result)
+
+
+def test_linear_without_masks_gives_what_its_masks_give():
+    # the mean alone needs no masks of the kept values: linear fit keeps a
+    # count, a sum and the values rejected low per point instead; asking
+    # for the masks (the rejection map) gives the same numbers
+    rng = np.random.default_rng(9)
+    x = rng.normal(1000, 30, (15, 4000))
+    x[rng.random(x.shape) < 0.05] += 500  # outliers
+    x[2, :7] = np.nan
+    x[:, 9] = np.nan  # a point with no valid value
+    x[:, 11] = [0, 0, 0, 0, 0, 0, 0, 1e6, -1e6, 0, 0, 0, 0, 0, 0]
+    for sigma in (0.5, 2.5):  # 0.5: some points lose every value
+        method = imgstack.Method(reject='linear', sigma_low=sigma, sigma_high=sigma)
+        plain = imgstack.clip_points(x, None, method)
+        masked = imgstack.clip_points(x, None, method, want_mask=True)
+        np.testing.assert_array_equal(plain.result, masked.result)
+        np.testing.assert_array_equal(plain.rejected, masked.rejected)
+        np.testing.assert_array_equal(plain.low, masked.low)
+        assert plain.rejected.sum() > 0 and plain.low.sum() > 0
+        valid = (~np.isnan(x)).sum(axis=0)
+        assert (masked.kept.sum(axis=0) + plain.rejected == valid).all()
+        if sigma == 0.5:  # the fallback: the mean of every valid value
+            lost = ((plain.rejected == valid) & (valid > 0)).nonzero()[0]
+            assert lost.size
+            np.testing.assert_allclose(plain.result[lost], np.nanmean(x[:, lost], axis=0))

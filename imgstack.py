@@ -1333,24 +1333,25 @@ class _Chunk:
             low_rows += low.sum(axis=0, dtype=self.counter)
         y *= keep
         moved = out.any(axis=0)
-        # the points that did not move are settled: their masks (or count
-        # and sum, unchanged by this pass) are final
-        settled = ~moved
-        if settled.any():
-            self._linear_final(idx, settled, keep, low_rows, count, total)
+        # the points that did not move are settled: their masks are final
+        # (or their count and sum, unchanged by this pass: written for every
+        # point, those that moved write theirs again later)
+        if self.masks:
+            settled = ~moved
+            if settled.any():
+                at = idx[settled]
+                self.keep[:, at], self.low_rows[:, at] = keep[:, settled], low_rows[:, settled]
+        else:
+            self._linear_final(idx, count, total, low_rows)
         self._linear_left = (idx, moved, keep, y, low_rows)
         return moved
 
-    def _linear_final(self, idx: np.ndarray, done: np.ndarray, keep: np.ndarray,
-                      low_rows: np.ndarray, count: Any, total: Any) -> None:
-        """Write the outcome of linear fit's points ``idx[done]``: their
-        masks, or their count, sum and values rejected low."""
-        at = idx[done]
-        if self.masks:
-            self.keep[:, at], self.low_rows[:, at] = keep[:, done], low_rows[:, done]
-        else:
-            kept, sums, low = self.linear_sums
-            kept[at], sums[at], low[at] = count[done], total[done], low_rows[done]
+    def _linear_final(self, at: np.ndarray, count: np.ndarray, total: np.ndarray,
+                      low_rows: np.ndarray) -> None:
+        """Write linear fit's count, sum and values rejected low of the
+        points ``at`` (without masks)."""
+        kept, sums, low = self.linear_sums
+        kept[at], sums[at], low[at] = count, total, low_rows
 
     def _settle(self) -> None:
         """Write linear's last working set (the points that moved in the
@@ -1359,11 +1360,11 @@ class _Chunk:
             idx, moved, keep, y, low_rows = self._linear_left
             self._linear_left = ()
             if self.masks:
-                self._linear_final(idx, moved, keep, low_rows, None, None)
+                at = idx[moved]
+                self.keep[:, at], self.low_rows[:, at] = keep[:, moved], low_rows[:, moved]
             else:
                 keep, y = keep.compress(moved, axis=1), y.compress(moved, axis=1)
-                self._linear_final(idx[moved], np.ones(keep.shape[1], bool), keep,
-                                   low_rows[moved], keep.sum(axis=0), y.sum(axis=0))
+                self._linear_final(idx[moved], keep.sum(axis=0), y.sum(axis=0), low_rows[moved])
 
     def _percentile(self, idx: np.ndarray) -> np.ndarray:
         low, high = self.method.percentile

@@ -536,11 +536,12 @@ def test_scratch_grows_with_the_budget_within_bounds(tmp_path):
               for p in write_stack(tmp_path, random_stack('uint16', (20, 30), n=3))]
     small, large = (imgstack.plan_bands(frames, memory=m, rows=10) for m in (64 * mib, 1 << 30))
     assert large.fixed - small.fixed == 2 * (64 - 16) * mib  # two threads' scratch
-    # winsorized takes a 4th of the budget per thread, within the same bounds
+    # winsorized takes a 4th of the budget per thread, up to 128 MiB
     winsorized = imgstack.Method(reject='winsorized')
     assert imgstack.chunk_scratch(256 * mib, winsorized) == 64 * mib
     assert imgstack.chunk_scratch(32 * mib, winsorized) == imgstack.CHUNK_BYTES
-    assert imgstack.chunk_scratch(8 << 30, winsorized) == 4 * imgstack.CHUNK_BYTES
+    assert imgstack.chunk_scratch(1 << 30, winsorized) == 128 * mib
+    assert imgstack.chunk_scratch(8 << 30, winsorized) == 128 * mib
     assert imgstack.chunk_scratch(256 * mib, imgstack.Method(reject='mad')) == 32 * mib
     plain, wide = (imgstack.plan_bands(frames, memory=256 * mib, rows=10, method=m)
                    for m in (None, winsorized))

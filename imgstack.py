@@ -1040,7 +1040,8 @@ class _Chunk:
         """The first row in start..end-1 of the points idx whose value is
         not < bound (not <= bound with inclusive), or end: rows are sorted,
         so a binary search, after a first look that settles the windows
-        that do not move.  A NaN bound stops at start (at end with
+        that do not move (at start, or at end - 1 with inclusive: the
+        window's upper end).  A NaN bound stops at start (at end with
         inclusive): it rejects nothing."""
         flat, rs = self._flat, self._rs
 
@@ -1048,11 +1049,16 @@ class _Chunk:
             v = flat.take(row * rs + base, mode='clip')
             return ~(v > bound) if inclusive else v < bound
 
-        pos = start.copy()
         w = (start < end).nonzero()[0]
-        w = w[below(start[w], idx[w] * self._cs, bound[w])]
-        if w.size:
+        if inclusive:  # the last value above the bound: the end moves
+            pos = end.copy()
+            w = w[~below(end[w] - 1, idx[w] * self._cs, bound[w])]
+            lo, hi = start[w], end[w] - 1
+        else:  # the first value below it: the start moves
+            pos = start.copy()
+            w = w[below(start[w], idx[w] * self._cs, bound[w])]
             lo, hi = start[w] + 1, end[w]
+        if w.size:
             base, bound = idx[w] * self._cs, bound[w]  # the points searched
             step = 1 << max(int((hi - lo).max()).bit_length() - 1, 0)
             while step:  # lo moves past t while t's value is below the bound

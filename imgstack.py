@@ -700,7 +700,8 @@ def clip_points(
     sums = method.reject in ('sigma', 'winsorized')
     # linear fit's masks of the kept values, when more than their mean is asked
     masks = counts or weights is not None or method.combine != 'mean'
-    block = chunk_points(n, 1, None, 'mean', small, LINEAR_BYTES, False)
+    block = chunk_points(n, 1, None, 'mean', small, LINEAR_BYTES, False) \
+        if method.reject == 'linear' else None
     center = method.center
     if fast and _sorted_path(values.dtype if factor is None else np.dtype(np.float64),
                              valid, weights, center, method.passes):

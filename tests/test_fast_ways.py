@@ -101,6 +101,35 @@ def test_exact_window_sums_both_ways(dtype, cut):
     assert chunk._exact_sum(a, b).tolist() == want
 
 
+@pytest.mark.parametrize('dtype', ['uint16', 'float64'])
+def test_search_finds_each_window_end(dtype):
+    # a window's start moves past the values < bound, its end back past the
+    # values > bound (inclusive): looked at first from the end that usually
+    # stays (start, or the last value), then searched; NaN bounds stay
+    rng = np.random.default_rng(21)
+    n, c = 16, 3000
+    x = rng.integers(0, 40, (n, c)).astype(dtype)  # ties
+    with np.errstate(invalid='ignore', divide='ignore'):
+        chunk = imgstack._Chunk(x, None, imgstack.Method(reject='sigma'), None)
+    s = chunk.s.astype(np.float64)
+    idx = np.arange(c)
+    start = rng.integers(0, n + 1, c)
+    end = np.maximum(start, rng.integers(0, n + 1, c))
+    bound = rng.integers(-2, 43, c).astype(np.float64)
+    bound[::17] = np.nan
+    for inclusive in (False, True):
+        got = chunk.search(idx, start, end, bound, inclusive)
+        for j in range(c):
+            rows = range(start[j], end[j])
+            if np.isnan(bound[j]):
+                want = end[j] if inclusive else start[j]
+            elif inclusive:
+                want = next((r for r in rows if s[r, j] > bound[j]), end[j])
+            else:
+                want = next((r for r in rows if not s[r, j] < bound[j]), end[j])
+            assert got[j] == want, (inclusive, j)
+
+
 @pytest.mark.parametrize('nan', [False, True])
 def test_float_window_sums_never_subtract_an_outlier_outside(nan):
     # a cluster near 1 between a low and a high outlier of 1e12: the window

@@ -300,10 +300,16 @@ def test_linear_passes_run_in_blocks_of_their_own_scratch(monkeypatch):
     np.testing.assert_array_equal(small.result, whole.result)
 
 
-def test_linear_without_masks_gives_what_its_masks_give():
+@pytest.mark.parametrize('blocks', [1, 5])
+def test_linear_without_masks_gives_what_its_masks_give(monkeypatch, blocks):
     # the mean alone needs no masks of the kept values: linear fit keeps a
     # count, a sum and the values rejected low per point instead; asking
-    # for the masks (the rejection map) gives the same numbers
+    # for the masks (the rejection map) gives the same numbers, in one
+    # block of passes or several
+    if blocks > 1:
+        monkeypatch.setattr(imgstack, 'LINEAR_BYTES', 15 * 40 * 800)
+        assert imgstack.chunk_points(15, 1, None, 'mean', False, imgstack.LINEAR_BYTES,
+                                     False) == 800
     rng = np.random.default_rng(9)
     x = rng.normal(1000, 30, (15, 4000))
     x[rng.random(x.shape) < 0.05] += 500  # outliers

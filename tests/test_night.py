@@ -726,10 +726,12 @@ def test_streamed_equals_in_memory(tmp_path, layout, rows, weights):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('reject', ['sigma', 'winsorized'])
+@pytest.mark.parametrize('reject', ['sigma', 'winsorized', 'linear'])
 def test_peak_memory_with_every_option(tmp_path, reject):
     # sigma takes the threshold path; winsorized the window core, with
-    # prefix sums of float64 values and the masks in frame order
+    # prefix sums of float64 values and the masks in frame order; linear
+    # fit sorts whole chunks, keeps masks of their sorted rows and runs its
+    # passes on blocks
     rng = np.random.default_rng(18)
     base = rng.normal(3000, 300, (1200, 1000, 3)).astype(np.float32)
     paths = []

@@ -1300,11 +1300,8 @@ class _Chunk:
 
     def _linear(self, idx: np.ndarray) -> np.ndarray:
         if not self._linear_left:  # a block's first pass: every valid value
-            s = self.s
-            if idx.size and idx[-1] - idx[0] + 1 == idx.size:  # a run: a view
-                s = s[:, idx[0]:idx[-1] + 1]
-            elif idx.size < s.shape[1]:
-                s = s[:, idx]
+            run = idx[-1] - idx[0] + 1 == idx.size  # a run of points: a view
+            s = self.s[:, idx[0]:idx[-1] + 1] if run else self.s[:, idx]
             keep = np.arange(self.n)[:, np.newaxis] < self.k[idx]
             y = np.where(keep, s, 0.0)
             # rejected low: the sorted rows with masks, else a count per point
@@ -1347,14 +1344,18 @@ class _Chunk:
         # (or their count and sum, unchanged by this pass: written for every
         # point, those that moved write theirs again later)
         if self.masks:
-            settled = ~moved
-            if settled.any():
-                at = idx[settled]
-                self.keep[:, at], self.low_rows[:, at] = keep[:, settled], low_rows[:, settled]
+            self._linear_masks(idx, ~moved, keep, low_rows)
         else:
             self._linear_final(idx, count, total, low_rows)
         self._linear_left = (idx, moved, keep, y, low_rows)
         return moved
+
+    def _linear_masks(self, idx: np.ndarray, done: np.ndarray, keep: np.ndarray,
+                      low_rows: np.ndarray) -> None:
+        """Write the masks of linear fit's points ``idx[done]``."""
+        if done.any():
+            at = idx[done]
+            self.keep[:, at], self.low_rows[:, at] = keep[:, done], low_rows[:, done]
 
     def _linear_final(self, at: np.ndarray, count: np.ndarray, total: np.ndarray,
                       low_rows: np.ndarray) -> None:
@@ -1370,8 +1371,7 @@ class _Chunk:
             idx, moved, keep, y, low_rows = self._linear_left
             self._linear_left = ()
             if self.masks:
-                at = idx[moved]
-                self.keep[:, at], self.low_rows[:, at] = keep[:, moved], low_rows[:, moved]
+                self._linear_masks(idx, moved, keep, low_rows)
             else:
                 keep, y = keep.compress(moved, axis=1), y.compress(moved, axis=1)
                 self._linear_final(idx[moved], keep.sum(axis=0), y.sum(axis=0), low_rows[moved])

@@ -263,8 +263,12 @@ class Interrupts:
 
     A signal raises `Interrupted` (a KeyboardInterrupt), except inside
     `critical` sections (creating and registering a temporary file, moving
-    outputs into place), where it waits for the end of the section, and
-    after the outputs are in place, where it is ignored: the run is done.
+    outputs into place), where it waits for the end of the section; while
+    the main thread is inside the standard library's thread code (waiting
+    for a worker, starting or stopping one), where it waits for the next
+    `checkpoint` (an exception raised there can leave a lock held or
+    released twice: a hang, or a RuntimeError instead of the interruption);
+    and after the outputs are in place, where it is ignored: the run is done.
     """
 
     def __init__(self) -> None:
@@ -275,10 +279,16 @@ class Interrupts:
     def __call__(self, signum: int, frame: Any) -> None:
         if self.done:
             return
-        if self.depth:
+        if self.depth or _in_thread_code(frame):
             self.pending = signum
             return
         raise Interrupted(signum)
+
+    def check(self) -> None:
+        """Raise the signal held back, outside critical sections."""
+        if not self.depth and self.pending is not None and not self.done:
+            signum, self.pending = self.pending, None
+            raise Interrupted(signum)
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:
@@ -288,15 +298,61 @@ class Interrupts:
             yield
         finally:
             self.depth -= 1
-        if not self.depth and self.pending is not None and not self.done:
-            signum, self.pending = self.pending, None
-            raise Interrupted(signum)
+        self.check()
+
+
+THREAD_CODE = (threading.__file__, os.path.dirname(concurrent.futures.__file__) + os.sep)
+"""Where the standard library's locks are taken and released."""
+
+
+def _in_thread_code(frame: Any) -> bool:
+    """Whether frame, or a frame that called it, runs THREAD_CODE."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(THREAD_CODE):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def critical() -> contextlib.AbstractContextManager[None]:
     """Return a context in which Ctrl-C waits (when `Interrupts` handles it)."""
     handler = signal.getsignal(signal.SIGINT)
     return handler.deferred() if isinstance(handler, Interrupts) else contextlib.nullcontext()
+
+
+def checkpoint() -> None:
+    """Raise a Ctrl-C that came while the main thread was in thread code."""
+    handler = signal.getsignal(signal.SIGINT)
+    if isinstance(handler, Interrupts):
+        handler.check()
+
+
+WAIT_SECONDS = 0.1
+"""How often a wait for a worker looks for a Ctrl-C held back."""
+
+
+def wait_for(future: concurrent.futures.Future[Any]) -> Any:
+    """The future's result; a Ctrl-C meanwhile takes effect within WAIT_SECONDS."""
+    while True:
+        try:
+            value = future.result(WAIT_SECONDS)
+        except concurrent.futures.TimeoutError:
+            checkpoint()
+            continue
+        checkpoint()
+        return value
+
+
+def pool_map(pool: concurrent.futures.Executor, fn: Callable[..., Any],
+             *iterables: Any) -> Iterator[Any]:
+    """``pool.map(fn, *iterables)``, whose waits answer Ctrl-C (`result`)."""
+    futures = [pool.submit(fn, *args) for args in zip(*iterables)]
+    try:
+        for future in futures:
+            yield wait_for(future)
+    finally:
+        for future in futures:
+            future.cancel()
 
 
 # -- the computation ---------------------------------------------------------
@@ -4051,7 +4107,8 @@ class Job:
         both = len(rows) * SAMPLE_BYTES * first.width * first.samples * WORKERS <= room
         if both and len(self.frames) > 1:
             with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
-                self.stats = list(pool.map(lambda f: self._frame_sample(f, rows), self.frames))
+                self.stats = list(pool_map(pool, lambda f: self._frame_sample(f, rows),
+                                           self.frames))
         else:
             self.stats = [self._frame_sample(f, rows) for f in self.frames]
         data = self.stats
@@ -4187,7 +4244,7 @@ class Job:
             core = clip_points(
                 values.reshape(n, -1), valid, s.method, factor=tables[0], offset=tables[1],
                 weights=tables[2], channels=channels, frame_counts=self.want_frames,
-                scratch=scratch, map_=workers.map,
+                scratch=scratch, map_=functools.partial(pool_map, workers),
             )
             del valid
             self.rejected += int(core.rejected.sum())
@@ -4208,7 +4265,7 @@ class Job:
                 del counts
             del core
             strips = [out[j:j + plan.strip_rows] for j in range(0, r1 - r0, plan.strip_rows)]
-            encoded = list(workers.map(encode, strips))
+            encoded = list(pool_map(workers, encode, strips))
             del out, strips
             # before the strips go: the writer takes the last one and stops
             done += r1 - r0
@@ -4376,6 +4433,7 @@ def publish(temps: Sequence[Temporary], targets: Sequence[str], force: bool, cli
     ImgstackError
         A target exists (without force) or is no longer replaceable.
     """
+    checkpoint()  # a Ctrl-C held back while the last workers finished
     mode = 0o666 & ~_umask()
     for temp in temps:
         temp.file.flush()
@@ -4529,7 +4587,7 @@ def _predecoded(
     cancel = threading.Event()
     with concurrent.futures.ThreadPoolExecutor(plan.predecode_workers) as pool:
         try:
-            decoded = pool.map(predecode, [frames[i] for i in todo], [r.fd for r in raws],
+            decoded = pool_map(pool, predecode, [frames[i] for i in todo], [r.fd for r in raws],
                                [plan.streamed[i] for i in todo], [cancel] * len(todo),
                                [directory] * len(todo))
             for done, (i, raw) in enumerate(zip(todo, decoded), 1):
@@ -4589,7 +4647,7 @@ def stream_bands(
     pending = submit(0)
     for k, (plane, r0, r1) in enumerate(bands):
         for future in pending:
-            future.result()
+            wait_for(future)
         pending = submit(k + 1) if k + 1 < len(bands) else []
         values = shaped(buffers[k % 2], r0, r1, first.contig)
         if planar_alpha:

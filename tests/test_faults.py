@@ -20,6 +20,7 @@ tmpfs) skip with a reason when it is not available; CI runs as root.
 from __future__ import annotations
 
 import builtins
+import concurrent.futures
 import errno
 import gc
 import io
@@ -553,6 +554,87 @@ def test_terminate_and_hang_up_mid_run(tmp_path, big_frames, name, source, exist
     assert not [line for line in result.lines if line.startswith('imgstack: error')], result.err
     assert result.out == ''
     guard.check()
+
+
+@pytest.fixture
+def interrupts():
+    """imgstack's handler installed for SIGINT and SIGTERM, as main() does."""
+    handler = imgstack.Interrupts()
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield handler
+    for signum, old in previous.items():
+        signal.signal(signum, old)
+
+
+def test_signal_while_waiting_for_a_worker_waits_for_a_checkpoint(interrupts):
+    """A signal that comes while the main thread is in the standard library's
+    thread code is held back to the next checkpoint: raised there, it can
+    leave a lock released twice (CI saw "RuntimeError: cannot release
+    un-acquired lock" and a traceback for SIGHUP) or held for ever (a hang)."""
+    def work() -> str:
+        time.sleep(0.2)  # the main thread is waiting in Future.result
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)
+        return 'done'
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        try:
+            assert pool.submit(work).result() == 'done'
+        except imgstack.Interrupted:
+            pytest.fail('the signal was raised inside Future.result')
+    assert interrupts.pending == signal.SIGTERM
+    with pytest.raises(imgstack.Interrupted) as info:
+        imgstack.checkpoint()
+    assert info.value.signum == signal.SIGTERM
+    assert interrupts.pending is None
+    imgstack.checkpoint()  # raised once only
+
+
+def test_waits_for_workers_answer_a_signal_before_the_work_ends(interrupts):
+    """`wait_for` and `pool_map` look for a held-back signal while they wait:
+    the run stops without waiting for a long piece of work (which is told to
+    stop by the run's cancel event once the interruption is raised)."""
+    release = threading.Event()
+
+    def work(k: int) -> int:
+        if k == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+            release.wait(30)
+        return k
+
+    for wait in ('wait_for', 'pool_map'):
+        release.clear()
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(work, 1)]
+            with pytest.raises(imgstack.Interrupted):
+                if wait == 'wait_for':
+                    imgstack.wait_for(futures[0])
+                else:
+                    list(imgstack.pool_map(pool, work, [0, 1, 2]))
+            assert not futures[0].done(), wait
+            release.set()
+
+
+def test_signal_held_back_at_the_end_is_raised_before_publishing(tmp_path, capsys, monkeypatch):
+    """A signal held back while the last workers finished (no checkpoint
+    after it) still stops the run before the outputs are published."""
+    indir, outdir = tmp_path / 'in', tmp_path / 'out'
+    indir.mkdir()
+    outdir.mkdir()
+    inputs = [write(indir / f'in{i}.tif', frame(i, shape=(40, 50))) for i in range(3)]
+    out = outdir / 'out.tif'
+    original = imgstack.Job.write
+
+    def write_then_signal(self: Any, *a: Any, **k: Any) -> Any:
+        done = original(self, *a, **k)
+        signal.getsignal(signal.SIGINT).pending = signal.SIGTERM  # as if held back
+        return done
+
+    monkeypatch.setattr(imgstack.Job, 'write', write_then_signal)
+    result = run_main(capsys, '-r', '4', out, *inputs)
+    assert result.status == 128 + signal.SIGTERM, result.err
+    assert result.lines[-1] == 'imgstack: terminated; nothing written', result.err
+    assert os.listdir(outdir) == []
 
 
 def test_sigkill_leaves_no_decode_temporaries(tmp_path, big_frames):

@@ -5207,12 +5207,19 @@ if __name__ == '__main__':
     for _signum in SIGNALS:
         signal.signal(_signum, _handler)
     try:
-        sys.exit(main())
+        _status = main()
     except KeyboardInterrupt as _exc:  # before main() caught it
-        if _handler.done:
-            sys.exit(0)
-        _signum = getattr(_exc, 'signum', signal.SIGINT)
-        sys.stderr.write(f'imgstack: {SIGNALS.get(_signum, "interrupted")}; nothing written\n')
-        sys.exit(128 + _signum)
+        _status = 0
+        if not _handler.done:
+            _handler.done = True  # a second signal changes nothing
+            _signum = getattr(_exc, 'signum', signal.SIGINT)
+            sys.stderr.write(f'imgstack: {SIGNALS.get(_signum, "interrupted")}; nothing written\n')
+            _status = 128 + _signum
     except BrokenPipeError:
-        sys.exit(1)
+        _status = 1
+    # the run is over: a signal while the interpreter shuts down (which puts
+    # back the default handlers, which kill) must not change how it ended
+    _handler.done = True
+    for _signum in SIGNALS:
+        signal.signal(_signum, signal.SIG_IGN)
+    sys.exit(_status)

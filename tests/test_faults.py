@@ -769,6 +769,41 @@ def test_ctrl_c_after_publishing_is_success(tmp_path):
         failures[:20])
 
 
+AT_EXIT = textwrap.dedent(r'''
+    import os, runpy, signal, sys
+    script, *argv = sys.argv[1:]
+    sys.argv = [script, *argv]
+    try:
+        runpy.run_path(script, run_name='__main__')
+        status = 'returned without exit'
+    except SystemExit as exc:
+        status = exc.code
+    handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]
+    os.kill(os.getpid(), signal.SIGTERM)  # after the run: changes nothing
+    print(status, all(h is signal.SIG_IGN for h in handlers), flush=True)
+''')
+
+
+@pytest.mark.parametrize('outcome', ['success', 'error'])
+def test_a_signal_while_the_interpreter_exits_changes_nothing(tmp_path, outcome):
+    """Once main() has returned, the script ignores SIGINT, SIGTERM and
+    SIGHUP: Python puts back the default handlers while it shuts down,
+    and a SIGTERM then killed a run that had published its output (exit
+    -15, seen twice in 100 runs signalled at random moments)."""
+    indir, outdir = tmp_path / 'in', tmp_path / 'out'
+    outdir.mkdir()
+    paths = inputs_in(indir, shape=(20, 30))
+    if outcome == 'error':
+        paths.append(str(indir / 'missing.tif'))
+    proc = subprocess.run(
+        [sys.executable, '-c', AT_EXIT, IMGSTACK, '-q', str(outdir / 'out.tif'), *paths],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ['0' if outcome == 'success' else '1', 'True'], proc.stderr
+    assert os.listdir(outdir) == (['out.tif'] if outcome == 'success' else [])
+
+
 # -- 4. inputs that change during the run ---------------------------------------
 
 

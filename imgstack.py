@@ -333,14 +333,12 @@ WAIT_SECONDS = 0.1
 
 def wait_for(future: concurrent.futures.Future[Any]) -> Any:
     """The future's result; a Ctrl-C meanwhile takes effect within WAIT_SECONDS."""
-    while True:
-        try:
-            value = future.result(WAIT_SECONDS)
-        except concurrent.futures.TimeoutError:
-            checkpoint()
-            continue
+    # not future.result(WAIT_SECONDS): the TimeoutError of a wait that ran
+    # out looks like the TimeoutError (ETIMEDOUT) of a read that failed
+    while not concurrent.futures.wait((future,), WAIT_SECONDS).done:
         checkpoint()
-        return value
+    checkpoint()
+    return future.result()
 
 
 def pool_map(pool: concurrent.futures.Executor, fn: Callable[..., Any],

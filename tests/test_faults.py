@@ -615,6 +615,31 @@ def test_waits_for_workers_answer_a_signal_before_the_work_ends(interrupts):
             release.set()
 
 
+def test_a_timed_out_read_in_a_worker_is_its_error(tmp_path):
+    """A worker's TimeoutError (a read of a network file that timed out,
+    ETIMEDOUT) is raised by `wait_for` and `pool_map` as the worker's
+    error, not taken for a wait that ran out and waited on for ever."""
+    def work(k: int) -> int:
+        raise TimeoutError(errno.ETIMEDOUT, 'Connection timed out', str(tmp_path / 'in.tif'))
+
+    caught: list[BaseException] = []
+
+    def waits() -> None:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            for wait in (lambda: imgstack.wait_for(pool.submit(work, 0)),
+                         lambda: list(imgstack.pool_map(pool, work, [0, 1]))):
+                try:
+                    wait()
+                except TimeoutError as exc:
+                    caught.append(exc)
+
+    waiter = threading.Thread(target=waits, daemon=True)
+    waiter.start()
+    waiter.join(10)
+    assert not waiter.is_alive(), 'a wait never ended'
+    assert [exc.filename for exc in caught] == [str(tmp_path / 'in.tif')] * 2
+
+
 def test_signal_held_back_at_the_end_is_raised_before_publishing(tmp_path, capsys, monkeypatch):
     """A signal held back while the last workers finished (no checkpoint
     after it) still stops the run before the outputs are published."""

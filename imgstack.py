@@ -343,7 +343,7 @@ def wait_for(future: concurrent.futures.Future[Any]) -> Any:
 
 def pool_map(pool: concurrent.futures.Executor, fn: Callable[..., Any],
              *iterables: Any) -> Iterator[Any]:
-    """``pool.map(fn, *iterables)``, whose waits answer Ctrl-C (`result`)."""
+    """``pool.map(fn, *iterables)``, whose waits answer Ctrl-C (`wait_for`)."""
     futures = [pool.submit(fn, *args) for args in zip(*iterables)]
     try:
         for future in futures:
@@ -4586,8 +4586,8 @@ def _predecoded(
     with concurrent.futures.ThreadPoolExecutor(plan.predecode_workers) as pool:
         try:
             decoded = pool_map(pool, predecode, [frames[i] for i in todo], [r.fd for r in raws],
-                               [plan.streamed[i] for i in todo], [cancel] * len(todo),
-                               [directory] * len(todo))
+                                   [plan.streamed[i] for i in todo], [cancel] * len(todo),
+                                   [directory] * len(todo))
             for done, (i, raw) in enumerate(zip(todo, decoded), 1):
                 result[i] = raw
                 nbytes = done * raw.height * raw.planes * raw.row_bytes

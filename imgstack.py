@@ -4227,6 +4227,7 @@ class Job:
         first, plan, s = self.frames[0], self.plan, self.settings
         total_rows = first.height * first.planes
         scratch = chunk_scratch(s.memory, s.method)
+        map_ = functools.partial(pool_map, workers)  # the band's chunks, on the threads
         scale = float(np.iinfo(first.dtype).max) if first.dtype.kind in 'iu' else 1.0
         done = 0
         self.report.start()
@@ -4242,7 +4243,7 @@ class Job:
             core = clip_points(
                 values.reshape(n, -1), valid, s.method, factor=tables[0], offset=tables[1],
                 weights=tables[2], channels=channels, frame_counts=self.want_frames,
-                scratch=scratch, map_=functools.partial(pool_map, workers),
+                scratch=scratch, map_=map_,
             )
             del valid
             self.rejected += int(core.rejected.sum())
@@ -4263,7 +4264,7 @@ class Job:
                 del counts
             del core
             strips = [out[j:j + plan.strip_rows] for j in range(0, r1 - r0, plan.strip_rows)]
-            encoded = list(pool_map(workers, encode, strips))
+            encoded = list(map_(encode, strips))
             del out, strips
             # before the strips go: the writer takes the last one and stops
             done += r1 - r0

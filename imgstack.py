@@ -369,6 +369,14 @@ MAD_SCALE = 1.482602218505602
 """1 / Phi^-1(3/4): MAD times this estimates the standard deviation of a
 normal distribution (astropy's ``mad_std``)."""
 
+MAD_ROWS = {True: 192, False: 48}
+"""MAD's first pass reads whole rows (`_Chunk.mad_rows`) up to this many
+frames, for small integers (True) and floats (False); past them, the
+binary search of `_Chunk.mad` costs less.  Measured on chunks of normal
+values, the rows' time over the search's: uint16 0.15 at 24 frames, 0.28
+at 64, 0.72 at 192; floats 0.45 at 24, 0.77 at 48, 0.96 at 64."""
+
+
 WINSOR_CLAMP, WINSOR_FACTOR, WINSOR_TOLERANCE = 1.5, 1.134, 0.0005
 """Winsorized sigma clipping: values are clamped at 1.5 d, the clamped
 spread is scaled by 1.134, until d changes by at most 0.0005 d."""
@@ -1188,8 +1196,61 @@ class _Chunk:
 
     def _mad(self, idx: np.ndarray) -> np.ndarray:
         a, b = self.a[idx], self.b[idx]
-        c = self.median(a, b, idx)
-        return self._apply(idx, c, MAD_SCALE * self.mad(a, b, c, idx))
+        if (idx.size == self.s.shape[1] and self.n <= MAD_ROWS[self.exact]
+                and int((b - a).min(initial=self.n)) == self.n):
+            c, mad = self.mad_rows()  # every point keeps its n values: pass 1
+        else:
+            c = self.median(a, b, idx)
+            mad = self.mad(a, b, c, idx)
+        return self._apply(idx, c, MAD_SCALE * mad)
+
+    def mad_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """Median and MAD of every point's n values, from whole rows of the
+        sorted values (no per-point reads: for a few dozen frames, 2 to 7
+        times faster than `mad`; slower for many, `MAD_ROWS`).
+
+        The rows below h = n // 2 and the others give two runs of distances
+        from the median c, each sorted: ``left[j] = c - s[h-1-j]``,
+        ``right[j] = s[h+j] - c``.  The k-th smallest distance is the least,
+        over the t distances taken from the left run, of ``max(left[t-1],
+        right[k-1-t])``.  Small integers stay in their type, unsigned (a
+        signed type's values wrap around, and so do their differences):
+        with m = floor(c) and e = 2 (c - m), the distances less e / 2 are
+        the whole numbers ``m - s[i]`` and ``s[i] - m - e``, which fit.
+        Floats take `mad`'s own steps: the same result to the last bit.
+        """
+        s, n = self.s, self.n
+        q, h = (n - 1) >> 1, n >> 1
+        if self.exact:
+            u = s.view(s.dtype.str.replace('i', 'u'))
+            gap = u[h] - u[q]
+            m = u[q] + (gap >> 1)
+            e = gap & 1
+            top = m + e
+            left = [m - u[i] for i in range(h - 1, -1, -1)]
+            right = [u[i] - top for i in range(h, n)]
+        else:
+            c = (s[q] + s[h]) / 2
+            left = [c - s[i] for i in range(h - 1, -1, -1)]
+            right = [s[i] - c for i in range(h, n)]
+
+        def smallest(k: int) -> np.ndarray:  # the k-th smallest (from 1) of both runs
+            best = None
+            for t in range(max(0, k - len(right)), min(k, len(left)) + 1):
+                if 0 < t < k:  # a new array: the least so far goes into it
+                    v = np.maximum(left[t - 1], right[k - 1 - t])
+                    best = v if best is None else np.minimum(best, v, out=v)
+                else:  # all k from one run: its array, read only
+                    v = right[k - 1] if t == 0 else left[k - 1]
+                    best = v if best is None else np.minimum(best, v)
+            assert best is not None
+            return best
+
+        if self.exact:
+            e = e.astype(np.float64)
+            c = m.view(s.dtype) + e / 2
+            return c, (smallest(q + 1) + (smallest(h + 1) + e)) / 2
+        return c, (smallest(q + 1) + smallest(h + 1)) / 2
 
     def mad(self, a: np.ndarray, b: np.ndarray, c: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """Median absolute deviation from c of the windows.

@@ -330,3 +330,62 @@ def test_linear_without_masks_gives_what_its_masks_give(monkeypatch, blocks):
             lost = ((plain.rejected == valid) & (valid > 0)).nonzero()[0]
             assert lost.size
             np.testing.assert_allclose(plain.result[lost], np.nanmean(x[:, lost], axis=0))
+
+def _mad_values(n, dtype, rng):
+    """n values of 500 points of dtype: the type's extremes, ties, and
+    (floats) repeated whole numbers."""
+    if np.dtype(dtype).kind == 'f':
+        x = rng.normal(0, 10, (n, 500)).astype(dtype)
+        x[:, ::3] = np.round(x[:, ::3])
+        return x
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, int(info.max) + 1, (n, 500)).astype(dtype)
+    x[:, ::4] = rng.integers(0, 3, (n, 125)) + (info.min + info.max) // 2  # ties
+    x[:, 1::4] = rng.choice([info.min, info.max], (n, 125))  # the extremes
+    return x
+
+
+@pytest.mark.parametrize('dtype', ['uint8', 'int8', 'uint16', 'int16', 'float64'])
+@pytest.mark.parametrize('n', [1, 2, 3, 4, 7, 24, 25, 48])
+def test_mad_rows_give_what_the_search_gives(dtype, n):
+    # MAD's first pass reads whole rows; it gives the median and MAD of
+    # each point's values, the search's to the last bit (small integers in
+    # their own unsigned type: their differences wrap around and must not)
+    x = _mad_values(n, dtype, np.random.default_rng(n))
+    chunk = imgstack._Chunk(x, None, imgstack.Method(reject='mad'), None)
+    idx = np.arange(x.shape[1])
+    a, b = chunk.a[idx], chunk.b[idx]
+    c, mad = chunk.mad_rows()
+    np.testing.assert_array_equal(c, chunk.median(a, b, idx))
+    np.testing.assert_array_equal(mad, chunk.mad(a, b, c, idx))
+    values = x.astype(np.float64)
+    median = np.median(values, axis=0)
+    np.testing.assert_allclose(c + chunk.shift, median, rtol=1e-12, atol=1e-12)  # floats: shifted
+    np.testing.assert_allclose(mad, np.median(np.abs(values - median), axis=0), rtol=1e-12)
+
+
+@pytest.mark.parametrize('dtype', ['uint16', 'int16', 'float32'])
+def test_mad_first_pass_reads_rows_up_to_its_frames(monkeypatch, dtype):
+    # pass 1 (every point keeps its n values) takes the rows, later passes
+    # (windows of their own) the search; past MAD_ROWS frames, the search
+    # only; the rejections and results are the same either way
+    x = _mad_values(24, dtype, np.random.default_rng(7))
+    x[5, ::5] = x[5, ::5] // 2 if x.dtype.kind != 'f' else x[5, ::5] * 40  # outliers
+    searched = []
+    search = imgstack._Chunk.mad
+
+    def mad(self, a, b, c, idx):
+        searched.append((idx.size, int((b - a).min())))
+        return search(self, a, b, c, idx)
+
+    monkeypatch.setattr(imgstack._Chunk, 'mad', mad)
+    method = imgstack.Method(reject='mad', iterations=4)
+    rows = imgstack.clip_points(x, None, method, scratch=1 << 26)
+    assert searched and all(size < 500 or low < 24 for size, low in searched)
+    searched.clear()
+    monkeypatch.setitem(imgstack.MAD_ROWS, x.dtype.kind != 'f', 23)
+    alone = imgstack.clip_points(x, None, method, scratch=1 << 26)
+    assert searched[0] == (500, 24)
+    np.testing.assert_array_equal(rows.result, alone.result)
+    np.testing.assert_array_equal(rows.rejected, alone.rejected)
+    assert rows.rejected.sum() > 0 and rows.passes == alone.passes > 1

@@ -1256,17 +1256,14 @@ class _Chunk:
         """Median absolute deviation from c of the windows.
 
         The distances are two sorted runs: ``left[j] = c - s[p-1-j]`` below
-        c and ``right[j] = s[p+j] - c`` above it.  A binary search finds how
+        the upper middle row p, whose values are not above c, and
+        ``right[j] = s[p+j] - c`` from p on, not below c (values equal to c,
+        at distance 0, may fall in either run).  A binary search finds how
         many of the q+1 smallest distances come from the left run (q the
         lower middle); the upper middle is the next one in merged order.
         """
         count = b - a
-        # p, the first row not below c, is the upper middle row unless the
-        # row before it equals c (ties): a binary search for those
         p = a + (count >> 1)
-        tied = ((p > a) & ~(self.at(p - 1, idx) < c)).nonzero()[0]
-        if tied.size:
-            p[tied] = self.search(idx[tied], a[tied], p[tied] - 1, c[tied], False)
         nl, nr = p - a, b - p
         q = np.maximum(count - 1, 0) >> 1
         lo, hi = np.maximum(0, q + 1 - nr), np.minimum(q + 1, nl)

@@ -852,7 +852,10 @@ def test_ctrl_c_while_stacking(tmp_path, big_frames, source, trigger, delay, exi
     """SIGINT once a temporary file exists: 130, nothing written or left."""
     outdir = tmp_path
     out = outdir / 'out.tif'
-    args = ['-r', '8', '--center', 'median', '-i', '3',
+    # winsorized: 2.5 s of stacking on these frames, so that the signal
+    # lands while it runs (the median clip took 0.33 s: on a loaded machine
+    # the 0.3 s delay after the temporary appeared could outlast it)
+    args = ['-r', '8', '--reject', 'winsorized', '-i', '3',
             '--rejection-map', outdir / 'rejected.tif']
     if existing:
         out.write_bytes(b'precious')

@@ -376,7 +376,6 @@ binary search of `_Chunk.mad` costs less.  Measured on chunks of normal
 values, the rows' time over the search's: uint16 0.15 at 24 frames, 0.28
 at 64, 0.72 at 192; floats 0.45 at 24, 0.77 at 48, 0.96 at 64."""
 
-
 WINSOR_CLAMP, WINSOR_FACTOR, WINSOR_TOLERANCE = 1.5, 1.134, 0.0005
 """Winsorized sigma clipping: values are clamped at 1.5 d, the clamped
 spread is scaled by 1.134, until d changes by at most 0.0005 d."""

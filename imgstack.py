@@ -159,6 +159,14 @@ DEFAULT_MEMORY = 1 << 30
 WORKERS = 2
 """Threads that decode inputs, and threads that clip, at the same time."""
 
+SWITCH_SECONDS = 0.0005
+"""Python's thread switch interval of the command (the default is 5 ms):
+a stacking thread that waits for the interpreter lock held by the other
+asks for it after 0.5 ms.  Measured on a night band with two threads:
+MAD 15%, winsorized 3.5% and linear fit 2% faster; 0.2 ms alike, 0.1 ms
+slower.  Set by `main` only: a program that imports imgstack keeps its
+own."""
+
 CHUNK_BYTES = 16 * MIB
 """Scratch memory of one stacking thread, at least: the points of a band
 are stacked in column chunks this large, so that the working arrays stay
@@ -5152,6 +5160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     0 success, 1 an error (one line on stderr), 2 a usage error,
     128 + the signal when interrupted (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
     """
+    sys.setswitchinterval(SWITCH_SECONDS)
     parser = build_parser()
     args = parser.parse_args(argv)
     reporter = Reporter(0 if args.quiet else 2 if args.verbose else 1)

@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 import pytest
+import tifffile
 
 import imgstack
 
@@ -389,3 +390,25 @@ def test_mad_first_pass_reads_rows_up_to_its_frames(monkeypatch, dtype):
     np.testing.assert_array_equal(rows.result, alone.result)
     np.testing.assert_array_equal(rows.rejected, alone.rejected)
     assert rows.rejected.sum() > 0 and rows.passes == alone.passes > 1
+
+
+def test_the_command_shortens_the_thread_switch_interval(tmp_path):
+    # a stacking thread waiting for the interpreter lock asks for it after
+    # SWITCH_SECONDS, not Python's 5 ms; a program that imports imgstack
+    # keeps its own interval
+    import sys
+    before = sys.getswitchinterval()
+    paths = []
+    for i in range(3):
+        path = tmp_path / f'f{i}.tif'
+        tifffile.imwrite(path, np.full((4, 5), 100 + i, np.uint16))
+        paths.append(str(path))
+    try:
+        sys.setswitchinterval(0.005)
+        imgstack.stack_files(paths, str(tmp_path / 'lib.tif'), reject='none')
+        assert sys.getswitchinterval() == pytest.approx(0.005)
+        assert imgstack.main(['-q', '--reject', 'none', str(tmp_path / 'cli.tif'), *paths]) == 0
+        assert sys.getswitchinterval() == pytest.approx(imgstack.SWITCH_SECONDS)
+        assert imgstack.SWITCH_SECONDS < 0.005
+    finally:
+        sys.setswitchinterval(before)

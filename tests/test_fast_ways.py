@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -332,6 +333,7 @@ def test_linear_without_masks_gives_what_its_masks_give(monkeypatch, blocks):
             assert lost.size
             np.testing.assert_allclose(plain.result[lost], np.nanmean(x[:, lost], axis=0))
 
+
 def _mad_values(n, dtype, rng):
     """n values of 500 points of dtype: the type's extremes, ties, and
     (floats) repeated whole numbers."""
@@ -396,7 +398,6 @@ def test_the_command_shortens_the_thread_switch_interval(tmp_path):
     # a stacking thread waiting for the interpreter lock asks for it after
     # SWITCH_SECONDS, not Python's 5 ms; a program that imports imgstack
     # keeps its own interval
-    import sys
     before = sys.getswitchinterval()
     paths = []
     for i in range(3):

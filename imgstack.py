@@ -4653,8 +4653,8 @@ def _predecoded(
     with concurrent.futures.ThreadPoolExecutor(plan.predecode_workers) as pool:
         try:
             decoded = pool_map(pool, predecode, [frames[i] for i in todo], [r.fd for r in raws],
-                                   [plan.streamed[i] for i in todo], [cancel] * len(todo),
-                                   [directory] * len(todo))
+                               [plan.streamed[i] for i in todo], [cancel] * len(todo),
+                               [directory] * len(todo))
             for done, (i, raw) in enumerate(zip(todo, decoded), 1):
                 result[i] = raw
                 nbytes = done * raw.height * raw.planes * raw.row_bytes

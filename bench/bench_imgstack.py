@@ -92,10 +92,13 @@ cache within seconds, and the first run after a heavy program is slow):
   once, in a seeded shuffled order), so that a slow spell of a shared
   machine spreads over all cases;
 - the tables give the median and the minimum wall time, the spread
-  ((max - min) / median), the largest peak RSS over the repeats, the ratios
-  to the floor of medians and of minimums (the least disturbed runs), and
-  whether the peak RSS stays within the budget plus 64 MiB (CONTRACT.md
-  section 4).
+  ((max - min) / median), the medians of the child's CPU time (user and
+  system, from ``os.wait4``: over the wall time, the cores it kept busy) and
+  of its system time alone (reads, and the page faults of fresh memory:
+  on this machine it varies from run to run with the kernel's reclaim),
+  the largest peak RSS over the repeats, the ratios to the floor of
+  medians and of minimums (the least disturbed runs), and whether the peak
+  RSS stays within the budget plus 64 MiB (CONTRACT.md section 4).
 
 A run that fails (for example an option that imgstack does not have yet)
 is a row marked ``failed`` with the first line of its error output that
@@ -347,6 +350,8 @@ class Result:
     maxrss_mib: float
     status: int
     error: str
+    cpu: float = 0.0  # user and system CPU seconds of the child alone
+    system: float = 0.0  # its system CPU seconds
 
 
 # -- the floor: a plain average, run as a child (--floor) ---------------------
@@ -735,7 +740,8 @@ def measure(job: Job, buffer: bytearray, cwd: str) -> Result:
             if not error or 'error' not in error.lower():  # Siril logs on stdout
                 out.seek(0)
                 error = first_error(out.read().decode(errors='replace')) or error
-    return Result(seconds, usage.ru_maxrss / 1024, child.returncode, error)
+    return Result(seconds, usage.ru_maxrss / 1024, child.returncode, error,
+                  usage.ru_utime + usage.ru_stime, usage.ru_stime)
 
 
 def run_rounds(
@@ -897,6 +903,8 @@ class Summary:
     peak: float = 0.0
     runs: int = 0
     error: str = ''
+    cpu: float = 0.0
+    system: float = 0.0
 
     @classmethod
     def of(cls, runs: Sequence[Result]) -> Summary:
@@ -911,7 +919,9 @@ class Summary:
         seconds = [r.seconds for r in runs]
         median = statistics.median(seconds)
         return cls(median, min(seconds), (max(seconds) - min(seconds)) / median,
-                   max(r.maxrss_mib for r in runs), len(runs))
+                   max(r.maxrss_mib for r in runs), len(runs),
+                   cpu=statistics.median(r.cpu for r in runs),
+                   system=statistics.median(r.system for r in runs))
 
     @property
     def ok(self) -> bool:
@@ -944,7 +954,7 @@ def table_rows(
             args = 'numpy+tifffile' if case == 'floor' else ' '.join(plan.cases[case])
             if not s.ok:
                 rows.append([case, args, variant, budget or '-', 'failed', '', '', '', '', '',
-                             '', short(s.error)])
+                             '', '', '', short(s.error)])
                 problems.append(f'{case} {variant} {budget or "-"}: {s.error}')
                 continue
             within = '-'
@@ -956,7 +966,7 @@ def table_rows(
                                     f'> {bound:.0f} MiB')
             rows.append([
                 case, args, variant, budget or '-', f'{s.median:.2f}', f'{s.least:.2f}',
-                f'{100 * s.spread:.0f}%', f'{s.peak:.0f}',
+                f'{100 * s.spread:.0f}%', f'{s.cpu:.2f}', f'{s.system:.2f}', f'{s.peak:.0f}',
                 ratio(s.median, floor.median) if floor.ok else '-',
                 ratio(s.least, floor.least) if floor.ok else '-', within, '',
             ])
@@ -978,13 +988,14 @@ def siril_rows(
         mine = Summary.of(results[(case, variant, budget)])
         command = f'stack {arguments}'
         if not s.ok:
-            rows.append([command, 'failed', '', '', '', '', case, '', '', '', short(s.error)])
+            rows.append([command, 'failed', '', '', '', '', '', case, '', '', '',
+                         short(s.error)])
             problems.append(f'siril {command}: {s.error}')
             continue
         vs = [ratio(mine.median, s.median), ratio(mine.least, s.least)] if mine.ok else ['-', '-']
         rows.append([
             command, f'{s.median:.2f}', f'{s.least:.2f}', f'{100 * s.spread:.0f}%',
-            f'{s.peak:.0f}', ratio(s.median, floor.median) if floor.ok else '-',
+            f'{s.cpu:.2f}', f'{s.peak:.0f}', ratio(s.median, floor.median) if floor.ok else '-',
             f'{case} -m {budget}', f'{mine.median:.2f}' if mine.ok else 'failed',
             *vs, '' if mine.ok else short(mine.error, 40),
         ])
@@ -1292,21 +1303,22 @@ def run_benchmark(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         del buffer
         results = run_rounds(jobs, args.repeat, args.seed, out)
     rows, problems = table_rows(results, plan)
-    header = ['case', 'options', 'input', '-m', 'median s', 'min s', 'spread', 'peak MiB',
-              'x floor', 'x floor min', f'RSS<=m+{SLACK_MIB}M', 'note']
+    header = ['case', 'options', 'input', '-m', 'median s', 'min s', 'spread', 'cpu s',
+              'sys s', 'peak MiB', 'x floor', 'x floor min', f'RSS<=m+{SLACK_MIB}M', 'note']
     print(f'\nmedian and minimum of {args.repeat} runs each, interleaved, inputs read just '
-          'before each run; peak RSS is the largest over the runs; x floor is the ratio of '
-          'medians, x floor min that of minimums')
-    print(format_table(header, rows, {0, 1, 2, 11}))
+          'before each run; cpu s and sys s are medians of the child\'s CPU time (user and '
+          'system) and of its system time; peak RSS is the largest over the runs; x floor is '
+          'the ratio of medians, x floor min that of minimums')
+    print(format_table(header, rows, {0, 1, 2, 13}))
     if plan.siril:
         srows, sproblems = siril_rows(results, plan)
         problems += sproblems
         print(f'\nSiril (timed: siril-cli start-up, reading the {main_set.count} FITS frames '
               'converted beforehand, stacking, writing a float FITS; not timed: the TIFF to '
               'FITS conversion); imgstack / Siril is the ratio of medians and of minimums')
-        sheader = ['siril command', 'median s', 'min s', 'spread', 'peak MiB', 'x floor',
-                   'imgstack case', 'median s', 'imgstack/siril', 'min', 'note']
-        print(format_table(sheader, srows, {0, 6, 10}))
+        sheader = ['siril command', 'median s', 'min s', 'spread', 'cpu s', 'peak MiB',
+                   'x floor', 'imgstack case', 'median s', 'imgstack/siril', 'min', 'note']
+        print(format_table(sheader, srows, {0, 7, 11}))
     print('\nstart-up (each run in every round):')
     print('\n'.join(startup_lines(results)))
     if scaling_set is not None:

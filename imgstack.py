@@ -1141,10 +1141,11 @@ class _Chunk:
             pos[w] = lo
         return pos
 
-    def move(self, idx: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Window ends after rejecting values < lo and > hi (cumulative;
-        a NaN bound rejects nothing on its side)."""
-        a, b = self.a[idx], self.b[idx]
+    def move(self, idx: np.ndarray, lo: np.ndarray, hi: np.ndarray, a: np.ndarray,
+             b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Window ends after rejecting values < lo and > hi from the
+        windows a..b-1 of the points idx (cumulative; a NaN bound rejects
+        nothing on its side)."""
         if idx.size < self.s.shape[1]:  # a few points: searched in their windows
             na = self.search(idx, a, b, lo, False)
             return na, self.search(idx, na, b, hi, True)
@@ -1192,13 +1193,15 @@ class _Chunk:
         _, mean, var = self.stats(a, b, idx)
         d = np.sqrt(var)
         c = mean if self.method.center == 'mean' else self.median(a, b, idx)
-        return self._apply(idx, c, d)
+        return self._apply(idx, c, d, a, b)
 
-    def _apply(self, idx: np.ndarray, c: np.ndarray, d: np.ndarray) -> np.ndarray:
-        """The sigma test ``c - L d <= x <= c + H d``; return where it moved."""
+    def _apply(self, idx: np.ndarray, c: np.ndarray, d: np.ndarray, a: np.ndarray,
+               b: np.ndarray) -> np.ndarray:
+        """The sigma test ``c - L d <= x <= c + H d`` on the windows a..b-1
+        of the points idx; return where it moved."""
         m = self.method
-        na, nb = self.move(idx, c - m.sigma_low * d, c + m.sigma_high * d)
-        changed = (na != self.a[idx]) | (nb != self.b[idx])
+        na, nb = self.move(idx, c - m.sigma_low * d, c + m.sigma_high * d, a, b)
+        changed = (na != a) | (nb != b)
         self.a[idx], self.b[idx] = na, nb
         return changed
 
@@ -1210,7 +1213,7 @@ class _Chunk:
         else:
             c = self.median(a, b, idx)
             mad = self.mad(a, b, c, idx)
-        return self._apply(idx, c, MAD_SCALE * mad)
+        return self._apply(idx, c, MAD_SCALE * mad, a, b)
 
     def mad_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """Median and MAD of every point's n values, from whole rows of the
@@ -1354,7 +1357,7 @@ class _Chunk:
                     reach, poly = [r[live] for r in reach], [p[live] for p in poly]
                     live = np.ones(at.size, bool)
         d[at[live]] = u[live]  # the rounds' cap reached
-        return self._apply(idx, c, d)
+        return self._apply(idx, c, d, a, b)
 
     def _clamps(
         self, w: np.ndarray, at: np.ndarray, idx: np.ndarray, a: np.ndarray, b: np.ndarray,
@@ -1368,7 +1371,7 @@ class _Chunk:
         i, aa, bb, c = idx[at], a[at], b[at], c[at]
         k = WINSOR_CLAMP
         if i.size == self.s.shape[1]:  # every point (a first round): counted
-            na, nb = self.move(i, c - k * u, c + k * u)
+            na, nb = self.move(i, c - k * u, c + k * u, aa, bb)
         else:  # the others move a row or two: walked
             na = self._seek(ia[at], c - k * u, aa, bb, i, inclusive=False)
             nb = self._seek(np.maximum(ib[at], na), c + k * u, na, bb, i, inclusive=True)
@@ -1501,7 +1504,7 @@ class _Chunk:
         a, b = self.a[idx], self.b[idx]
         m = self.median(a, b, idx) + self.shift[idx]  # in the values' own units
         lo, hi = m - low * m - self.shift[idx], m + high * m - self.shift[idx]
-        na, nb = self.move(idx, lo, hi)
+        na, nb = self.move(idx, lo, hi, a, b)
         self.a[idx], self.b[idx] = na, nb
         return (na != a) | (nb != b)
 

@@ -1,7 +1,8 @@
 # Copyright 2026 The imgstack developers
 # SPDX-License-Identifier: Apache-2.0
 """Memory bounds and file limits (CONTRACT section 4), measured on child
-processes: peak resident memory is the child's own ``ru_maxrss``."""
+processes: peak resident memory is the child's own ``ru_maxrss``; and the
+allocator settings of the command (`imgstack.tune_allocator`)."""
 
 import os
 import re
@@ -133,3 +134,82 @@ def test_strip_larger_than_budget_is_decoded_in_pieces(tmp_path):
     want, _ = imgstack.sigma_clipped_mean(stack, iterations=2)
     np.testing.assert_array_equal(tifffile.imread(out)[2000:2010], imgstack.to_dtype(want, stack.dtype))
     assert not [f for f in os.listdir(tmp_path) if f.endswith(('.part', '.raw'))]
+
+
+def _glibc_with_mallinfo2():
+    """Whether this is glibc 2.33 or later (``mallinfo2``, for the test)."""
+    try:
+        import ctypes
+
+        return (os.confstr('CS_GNU_LIBC_VERSION').startswith('glibc')
+                and hasattr(ctypes.CDLL(None), 'mallinfo2'))
+    except (AttributeError, OSError, ValueError):
+        return False
+
+ALLOCATION = (
+    'import ctypes, sys\n'
+    'import numpy as np\n'
+    'import imgstack\n'
+    'class Info(ctypes.Structure):\n'
+    '    _fields_ = [(f, ctypes.c_size_t) for f in ("arena", "ordblks", "smblks", "hblks",\n'
+    '                "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]\n'
+    'libc = ctypes.CDLL(None)\n'
+    'libc.mallinfo2.restype = Info\n'
+    'tuned = imgstack.tune_allocator(int(sys.argv[1]))\n'
+    'block = np.ones(24 << 20, np.uint8)  # a chunk-sized working array\n'
+    'mapped = libc.mallinfo2().hblkhd  # bytes in blocks of their own mapping\n'
+    'del block\n'
+    'print(tuned, mapped, libc.mallinfo2().fordblks)  # and free bytes the heaps keep\n'
+)
+
+
+@pytest.mark.skipif(not _glibc_with_mallinfo2(), reason='glibc 2.33 or later only')
+@pytest.mark.parametrize('budget', ['1G', '4G', '1023M', '256M'])
+def test_allocator_keeps_what_chunks_free(budget):
+    """From a budget of 1 GiB, a 24 MiB working array comes from malloc's
+    heaps and stays there once freed, for the next chunk; below it (and
+    by glibc's default) it is a mapping of its own, returned at once."""
+    memory = imgstack.parse_size(budget)
+    done = subprocess.run([sys.executable, '-c', ALLOCATION, str(memory)],
+                          capture_output=True, text=True, timeout=60,
+                          cwd=os.path.dirname(SCRIPT))
+    assert done.returncode == 0, done.stderr
+    tuned, mapped, kept = done.stdout.split()
+    block = 24 * imgstack.MIB
+    if memory >= imgstack.ALLOCATOR_BUDGET:
+        assert tuned == 'True'
+        assert int(mapped) < block <= int(kept)
+    else:
+        assert tuned == 'False'
+        assert int(kept) < block <= int(mapped)
+
+
+def test_only_the_command_tunes_the_allocator(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(imgstack, 'tune_allocator', calls.append)
+    paths = []
+    for i in range(3):
+        paths.append(str(tmp_path / f'in{i}.tif'))
+        tifffile.imwrite(paths[-1], np.full((4, 5), i, np.uint16), metadata=None)
+    out = str(tmp_path / 'out.tif')
+    assert imgstack.main(['-q', '--reject', 'none', '-m', '2G', out, *paths]) == 0
+    assert calls == [2 << 30]
+    # as a program calls it: its allocator is its own
+    imgstack.stack_files(paths, out, reject='none', force=True, memory='2G')
+    assert calls == [2 << 30]
+
+
+@pytest.mark.parametrize('confstr', [
+    {'side_effect': AttributeError},  # Windows: no os.confstr
+    {'side_effect': ValueError},  # macOS: no such name
+    {'return_value': None},  # a C library that does not say
+])
+def test_allocator_left_alone_without_glibc(monkeypatch, confstr):
+    def fake(name):
+        assert name == 'CS_GNU_LIBC_VERSION'
+        if 'side_effect' in confstr:
+            raise confstr['side_effect']
+        return confstr['return_value']
+
+    monkeypatch.setattr(os, 'confstr', fake)
+    assert imgstack.tune_allocator(4 << 30) is False

@@ -146,6 +146,7 @@ def _glibc_with_mallinfo2():
     except (AttributeError, OSError, ValueError):
         return False
 
+
 ALLOCATION = (
     'import ctypes, sys\n'
     'import numpy as np\n'

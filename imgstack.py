@@ -43,16 +43,16 @@ The data flow, in the order of this file's sections:
 - the memory budget: `plan_bands` picks the band height and says where
   every byte goes;
 - writing: `strip_encoder` and `writer_args` for tifffile's writer;
-- the file job: `stack_files` checks every setting once (`Settings`; for
-  the command it also tunes glibc's allocator, `tune_allocator`) and
+- the file job: `stack_files` checks every setting once (`Settings`) and
   every input and output (`check_inputs`, `check_output`), then a `Job`
   estimates the frames' statistics (`Job.statistics`, from `sample_rows`),
   `stream_bands` reads band after band (the next one while the current one
   is stacked), `Job._strips` stacks each band and yields the output's
   strips to the writer, and `publish` moves the finished temporary files
   (`temporary_file`) into place, all or none;
-- the command line: `build_parser` and `main`, which turns every error
-  into one line on stderr and an exit status.
+- the command line: `build_parser` and `main`, which sets the process's
+  thread switch interval and allocator (`tune_allocator`) for stacking,
+  and turns every error into one line on stderr and an exit status.
 
 Example::
 
@@ -1214,10 +1214,15 @@ class _Chunk:
         """The sigma test ``c - L d <= x <= c + H d`` on the windows a..b-1
         of the points idx; return where it moved."""
         m = self.method
-        na, nb = self.move(idx, c - m.sigma_low * d, c + m.sigma_high * d, a, b)
-        changed = (na != a) | (nb != b)
+        return self._keep_within(idx, c - m.sigma_low * d, c + m.sigma_high * d, a, b)
+
+    def _keep_within(self, idx: np.ndarray, lo: np.ndarray, hi: np.ndarray, a: np.ndarray,
+                     b: np.ndarray) -> np.ndarray:
+        """Reject values < lo and > hi from the windows a..b-1 of the points
+        idx (`move`) and keep the new windows; return where they moved."""
+        na, nb = self.move(idx, lo, hi, a, b)
         self.a[idx], self.b[idx] = na, nb
-        return changed
+        return (na != a) | (nb != b)
 
     def _mad(self, idx: np.ndarray) -> np.ndarray:
         a, b = self.a[idx], self.b[idx]
@@ -1518,9 +1523,7 @@ class _Chunk:
         a, b = self.a[idx], self.b[idx]
         m = self.median(a, b, idx) + self.shift[idx]  # in the values' own units
         lo, hi = m - low * m - self.shift[idx], m + high * m - self.shift[idx]
-        na, nb = self.move(idx, lo, hi, a, b)
-        self.a[idx], self.b[idx] = na, nb
-        return (na != a) | (nb != b)
+        return self._keep_within(idx, lo, hi, a, b)
 
     def _minmax(self, idx: np.ndarray) -> np.ndarray:
         low, high = self.method.minmax
@@ -3910,8 +3913,6 @@ percentile, minmax, gesd
         weights=weights, valid_range=valid_range, dtype=dtype, compress=compress,
         memory=memory, rows=rows, force=force, no_alpha=no_alpha,
     )
-    if _cli:  # the command's process is ours: keep what chunks free
-        tune_allocator(settings.memory)
     paths = check_inputs(inputs)
     output = _path_arg(output, 'output')
     extras = {'rejection_map': rejection_map, 'frame_stats': frame_stats}
@@ -5183,6 +5184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.setswitchinterval(SWITCH_SECONDS)
     parser = build_parser()
     args = parser.parse_args(argv)
+    tune_allocator(args.memory)  # the command's process is ours: keep what chunks free
     reporter = Reporter(0 if args.quiet else 2 if args.verbose else 1)
     if args.demo is not None and (args.output is not None or args.inputs):
         parser.error('--demo DIR takes no OUTPUT or INPUT')

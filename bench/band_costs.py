@@ -135,8 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stats = [imgstack.frame_statistics(values[i].reshape(args.rows, -1, channels))
              for i in range(n)]
     factor, offset = imgstack.normalization(stats, 'additive-scale')
-    table_f = imgstack._rows(factor, values.shape[1])
-    table_o = imgstack._rows(offset, values.shape[1])
+    # per point: point j holds channel j % channels
+    table_f = np.tile(factor, values.shape[1] // channels)
+    table_o = np.tile(offset, values.shape[1] // channels)
     chunk = imgstack.chunk_points(n, channels, None, 'mean', True,
                                   imgstack.chunk_scratch(budget), True)
 

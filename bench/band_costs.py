@@ -72,20 +72,17 @@ CASES = ('clip', 'median10', 'wins-as', 'rej-sigma', 'rej-mad', 'rej-winsorized'
 default clip with a mask or another output type)."""
 
 
-def case_arguments(options: Sequence[str]) -> dict[str, object]:
-    """``clip_points``' method and normalization and weights modes of a
-    night case's options, read by the command's own parser and defaults."""
+def case_arguments(options: Sequence[str]) -> tuple[imgstack.Method, str, str]:
+    """``clip_points``' method, normalization and weights of a night case's
+    options, read by the command's own parser; what they leave out keeps
+    `imgstack.Method`'s defaults (the command's)."""
     args = imgstack.build_parser().parse_args([*options, 'out.tif', 'in.tif'])
-    sigma = 2.5 if args.sigma is None else args.sigma
-    method = imgstack.Method(
-        reject=args.reject, combine=args.combine,
-        sigma_low=sigma if args.sigma_low is None else args.sigma_low,
-        sigma_high=sigma if args.sigma_high is None else args.sigma_high,
-        iterations=args.iterations, center=args.center or 'mean',
-        percentile=args.percentile or (0.2, 0.1), minmax=args.minmax or (1, 1),
-        gesd=args.gesd or (0.05, 0.3),
-    )
-    return {'method': method, 'normalize': args.normalize, 'weights': args.weights}
+    given = {name: getattr(args, name) for name in ('reject', 'combine', 'iterations', 'center',
+                                                    'percentile', 'minmax', 'gesd')}
+    for name in ('sigma_low', 'sigma_high'):
+        given[name] = args.sigma if getattr(args, name) is None else getattr(args, name)
+    method = imgstack.Method(**{k: v for k, v in given.items() if v is not None})
+    return method, args.normalize, args.weights
 
 
 def read_band(paths: Sequence[str], rows: int) -> tuple[np.ndarray, int, int]:
@@ -161,13 +158,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     pool = concurrent.futures.ThreadPoolExecutor(imgstack.WORKERS)
     runs: dict[tuple[str, int], Callable[[], object]] = {}
     for name in names:
-        spec = case_arguments(bench.NIGHT_CASES[name])
-        method = spec['method']
-        assert isinstance(method, imgstack.Method)
+        method, normalize, weights = case_arguments(bench.NIGHT_CASES[name])
         kw: dict[str, object] = {}
-        if spec['normalize'] != 'none':
-            kw['factor'], kw['offset'] = imgstack.normalization(stats, str(spec['normalize']))
-        if spec['weights'] != 'none':
+        if normalize != 'none':
+            kw['factor'], kw['offset'] = imgstack.normalization(stats, normalize)
+        if weights != 'none':
             kw['weights'] = imgstack.noise_weights(stats, kw.get('factor'))
         scratch = imgstack.chunk_scratch(budget, method)
         for threads, map_ in ((1, map), (imgstack.WORKERS, pool.map)):

@@ -190,7 +190,7 @@ reading, two stacking) share two heaps.  By default each thread takes a
 heap of its own, and each keeps its own free memory: what one thread has
 freed cannot serve another, and what the heaps keep adds up.  Three
 single-strip frames of 60 MB under ``-m 64M`` peak at 101 to 102 MiB
-with two heaps, 107 to 117 with a heap per thread (129 once, on the CI
+with two heaps, 107 to 119 with a heap per thread (129 once, on the CI
 machine); runs at ``-m 256M`` take the same time.  One heap for all
 keeps as little, but made linear fit 1.08 times slower at ``-m 256M``
 (median of 6 pairs, up to 1.25)."""

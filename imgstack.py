@@ -171,14 +171,14 @@ own."""
 
 ALLOCATOR_BUDGET = 1 << 30
 """The budget from which the command asks glibc's malloc to keep the
-memory that the stacking threads free (`MALLOPT`); below it, for two
+memory that the stacking threads free (`KEEP_FREED`); below it, for two
 heaps shared by every thread (`TWO_HEAPS`).  See `tune_allocator`."""
 
-MALLOPT = ((-3, 32 * MIB), (-1, 256 * MIB))
-"""glibc's ``mallopt`` settings of `tune_allocator`: ``M_MMAP_THRESHOLD``
-32 MiB (blocks below it come from the heaps, not from fresh mappings) and
-``M_TRIM_THRESHOLD`` 256 MiB (a heap keeps up to that much free memory at
-its top instead of giving it back).  By default glibc moves the first
+KEEP_FREED = ((-3, 32 * MIB), (-1, 256 * MIB))
+"""glibc's ``mallopt`` settings of `tune_allocator` from `ALLOCATOR_BUDGET`:
+``M_MMAP_THRESHOLD`` 32 MiB (blocks below it come from the heaps, not from
+fresh mappings) and ``M_TRIM_THRESHOLD`` 256 MiB (a heap keeps up to that
+much free memory at its top instead of giving it back).  By default glibc moves the first
 between 128 KiB and 32 MiB as blocks come and go, and keeps the second at
 twice it: a chunk's working arrays are then returned to the system and
 faulted in again, page by page, by the next chunk."""
@@ -5281,14 +5281,14 @@ def tune_allocator(memory: int) -> bool:
 
     With a budget of `ALLOCATOR_BUDGET` or more, whose room above what a
     run uses holds what the heaps keep, it keeps for the next chunk the
-    memory that a chunk's working arrays free (`MALLOPT`).  Below it, where
+    memory that a chunk's working arrays free (`KEEP_FREED`).  Below it, where
     that room is small, it has all threads share two heaps (`TWO_HEAPS`),
     so that what one thread frees serves the others.  Only with glibc (by
     ``ctypes``, from the standard library), and before the run's threads
     start; elsewhere nothing changes.  Set by the command only: a program
     that imports imgstack keeps its own allocator's settings.
     """
-    settings = MALLOPT if memory >= ALLOCATOR_BUDGET else TWO_HEAPS
+    settings = KEEP_FREED if memory >= ALLOCATOR_BUDGET else TWO_HEAPS
     try:  # no confstr (Windows), no such name (macOS), or not glibc (musl)
         if not os.confstr('CS_GNU_LIBC_VERSION').startswith('glibc'):
             return False

@@ -148,7 +148,7 @@ def _glibc_with_mallinfo2():
 
 
 ALLOCATION = (
-    'import ctypes, sys\n'
+    'import ctypes, os, sys, tempfile, threading\n'
     'import numpy as np\n'
     'import imgstack\n'
     'class Info(ctypes.Structure):\n'
@@ -162,7 +162,6 @@ ALLOCATION = (
     'del block\n'
     'kept = libc.mallinfo2().fordblks  # free bytes the heaps keep\n'
     '# four threads that allocate at once, as the readers and stackers do\n'
-    'import os, tempfile, threading\n'
     'ready = threading.Barrier(5)\n'
     'def work():\n'
     '    held = [np.ones(1000, np.uint8) for _ in range(100)]\n'

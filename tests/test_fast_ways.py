@@ -162,10 +162,16 @@ def test_float_window_sums_never_subtract_an_outlier_outside(nan):
 
 def test_chunk_sizes_follow_each_path_scratch():
     mib = imgstack.MIB
-    # without prefix sums a small-integer value takes 8 bytes less
+    # without prefix sums a small-integer value takes 8 bytes less; each
+    # point's own arrays add POINT_BYTES shared by its 24 values
     with_sums = imgstack.chunk_points(24, 3, None, 'mean', True, 64 * mib, True)
     without = imgstack.chunk_points(24, 3, None, 'mean', True, 64 * mib, False)
-    assert without == pytest.approx(with_sums * 28 / 20, rel=0.01)
+    point = -(-imgstack.POINT_BYTES[None] // 24)
+    assert without == pytest.approx(with_sums * (28 + point) / (20 + point), rel=0.01)
+    # winsorized's arrays per point take far more (few frames, then, far
+    # fewer points a chunk)
+    assert imgstack.chunk_points(2, 1, None, 'mean', True, 64 * mib, True, reject='winsorized') \
+        == 64 * mib // (2 * imgstack.SCRATCH_SMALL + imgstack.POINT_BYTES['winsorized'])
     # sigma clipping around the median of small integers: 16 bytes a value,
     # at most SORTED_POINTS a chunk
     small = imgstack.chunk_points(24, 3, 2, 'sorted', True, 16 * mib)
@@ -309,7 +315,8 @@ def test_linear_without_masks_gives_what_its_masks_give(monkeypatch, blocks):
     # for the masks (the rejection map) gives the same numbers, in one
     # block of passes or several
     if blocks > 1:
-        monkeypatch.setattr(imgstack, 'LINEAR_BYTES', 15 * 40 * 800)
+        point = -(-imgstack.POINT_BYTES[None] // 15)
+        monkeypatch.setattr(imgstack, 'LINEAR_BYTES', 15 * (40 + point) * 800)
         assert imgstack.chunk_points(15, 1, None, 'mean', False, imgstack.LINEAR_BYTES,
                                      False) == 800
     rng = np.random.default_rng(9)

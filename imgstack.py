@@ -83,6 +83,30 @@ __all__ = [
     't_quantile',
 ]
 
+import os
+import signal
+import sys
+
+SIGNALS = {
+    signal.SIGINT: 'interrupted',
+    signal.SIGTERM: 'terminated',
+    **{getattr(signal, name): text for name, text in (
+        ('SIGHUP', 'hung up'), ('SIGQUIT', 'quit'), ('SIGUSR1', 'stopped by SIGUSR1'),
+        ('SIGUSR2', 'stopped by SIGUSR2')) if hasattr(signal, name)},
+}
+"""Signals that end a run cleanly (exit status 128 + signal), and what the
+message says: Ctrl-C, SIGTERM, SIGHUP, and SIGQUIT, SIGUSR1 and SIGUSR2,
+whose default action would kill the run and leave its temporary files."""
+
+if __name__ == '__main__':  # a signal while the modules load: no traceback
+
+    def _interrupted_early(signum: int, frame: object) -> None:
+        sys.stderr.write(f'imgstack: {SIGNALS.get(signum, "interrupted")}; nothing written\n')
+        os._exit(128 + signum)
+
+    for _signum in SIGNALS:
+        signal.signal(_signum, _interrupted_early)
+
 import argparse
 import concurrent.futures
 import contextlib
@@ -96,38 +120,16 @@ import io
 import logging
 import lzma
 import math
-import os
 import re
 import secrets
 import shutil
-import signal
 import stat
-import sys
 import threading
 import time
 import warnings
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
-
-if __name__ == '__main__':  # Ctrl-C while numpy loads: no traceback
-
-    def _interrupted_early(signum: int, frame: Any) -> None:
-        names = {2: 'interrupted', 15: 'terminated', 1: 'hung up'}
-        sys.stderr.write(f'imgstack: {names.get(signum, "interrupted")}; nothing written\n')
-        os._exit(128 + signum)
-
-    for _signum in (signal.SIGINT, signal.SIGTERM, getattr(signal, 'SIGHUP', None)):
-        if _signum is not None:
-            signal.signal(_signum, _interrupted_early)
-
-SIGNALS = {
-    signal.SIGINT: 'interrupted',
-    signal.SIGTERM: 'terminated',
-    **({signal.SIGHUP: 'hung up'} if hasattr(signal, 'SIGHUP') else {}),
-}
-"""Signals that end a run cleanly (exit status 128 + signal), and what the
-message says."""
 
 REQUIREMENTS = {'numpy': '1.24', 'tifffile': '2024.8.10', 'imagecodecs': '2024.6.1'}
 """Run-time dependencies and their minimum versions (as requirements.txt)."""
@@ -293,10 +295,16 @@ class ImgstackError(Exception):
         self.file = file
         self.cause = cause
         shown = file if file is None or file.isprintable() else repr(file)
-        text = f'{shown}: {cause}' if file else cause
-        if not text.isprintable():  # one line, whatever the names hold
-            text = ''.join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
-        super().__init__(text)
+        super().__init__(printable(f'{shown}: {cause}' if file else cause))
+
+
+def printable(text: str) -> str:
+    """Text with its control and unprintable characters escaped (``\\x1b``,
+    ``\\r``, ``\\udcff`` for a byte of a name that is not UTF-8), so that no
+    file name can move the cursor, set a terminal's title or split a line."""
+    if text.isprintable():
+        return text
+    return ''.join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -475,6 +483,7 @@ class Method:
             msg = f"center must be 'mean' or 'median', not {self.center!r}"
             raise ValueError(msg)
         low, high = _pair(self.percentile, 'percentile')
+        object.__setattr__(self, 'percentile', (low, high))
         if not (0 <= low < 1 and 0 <= high < 1):
             msg = f'percentile must be LOW:HIGH, fractions of the median from 0 to below 1, not {low}:{high}'
             raise ValueError(msg)
@@ -482,7 +491,9 @@ class Method:
         if not (low == int(low) and high == int(high) and low >= 0 and high >= 0):
             msg = f'minmax must be LOW:HIGH, two integers >= 0, not {low}:{high}'
             raise ValueError(msg)
+        object.__setattr__(self, 'minmax', (int(low), int(high)))
         alpha, fraction = _pair(self.gesd, 'gesd')
+        object.__setattr__(self, 'gesd', (alpha, fraction))
         if not (0 < alpha < 1 and 0 <= fraction < 1):
             msg = f'gesd must be ALPHA:FRACTION with 0 < ALPHA < 1 and 0 <= FRACTION < 1, not {alpha}:{fraction}'
             raise ValueError(msg)
@@ -653,7 +664,14 @@ def stack_array(
     ValueError
         An argument out of range, named in the message.
     """
+    if isinstance(stack, np.ma.MaskedArray):  # masked values are not valid
+        hidden = np.ma.getmaskarray(stack)
+        valid = ~hidden if valid is None else np.asarray(valid, bool) & ~hidden
+        stack = stack.data
     stack = np.asarray(stack)
+    if stack.dtype.kind == 'c':
+        msg = 'stack holds complex values: stack the real and imaginary parts apart'
+        raise ValueError(msg)
     if stack.ndim < 1 or stack.shape[0] < 1:
         msg = f'stack must have at least one image, not shape {stack.shape!r}'
         raise ValueError(msg)
@@ -685,7 +703,7 @@ def stack_array(
         ok = np.broadcast_to(np.asarray(valid, bool), stack.shape)
         ok = ok[..., np.newaxis] if channel_axis is None else np.moveaxis(ok, channel_axis, -1)
         mask = ok.reshape(n, -1)
-    mask = valid_mask(values, mask, valid_range)
+    mask = valid_mask(values, mask, checked_range(valid_range))
     factor = offset = None
     if normalize != 'none' or (isinstance(weights, str) and weights == 'noise'):
         stats = [
@@ -855,8 +873,17 @@ def clip_points(
 
     def work(bound: tuple[int, int]) -> int:
         a, b = bound
+        x = values[:, a:b] if factor is None else normalized(a, b)
+        scale = _overflow_scale(x)
+        if scale != 1.0:  # float64 values near the maximum: exact powers of 2
+            x = x * scale
+        passes = chunk(x, a, b)
+        if scale != 1.0:
+            result[a:b] /= scale
+        return passes
+
+    def chunk(x: np.ndarray, a: int, b: int) -> int:
         if fast:
-            x = values[:, a:b] if factor is None else normalized(a, b)
             result[a:b], rejected[a:b], low[a:b], passes = _clip_chunk(
                 x, None if valid is None else valid[:, a:b], method.sigma_low,
                 method.sigma_high, method.passes, method.center,
@@ -865,15 +892,14 @@ def clip_points(
         # NaN compares and empty windows are expected: numpy's warnings are
         # off for the whole chunk, set once (not in each step: 2 us a time)
         with np.errstate(invalid='ignore', divide='ignore'):
-            chunk = _Chunk(
-                values[:, a:b] if factor is None else normalized(a, b),
-                None if valid is None else valid[:, a:b], method, per_point(weight_rows, a, b),
+            window = _Chunk(
+                x, None if valid is None else valid[:, a:b], method, per_point(weight_rows, a, b),
                 masks, block,
             )
-            passes = chunk.reject()
-            result[a:b], rejected[a:b], low[a:b] = chunk.combine()
+            passes = window.reject()
+            result[a:b], rejected[a:b], low[a:b] = window.combine()
             if counts:
-                k, lo, hi = chunk.kept_in_frame_order()
+                k, lo, hi = window.kept_in_frame_order()
         if counts:
             if want_mask:
                 kept[:, a:b] = k
@@ -888,6 +914,25 @@ def clip_points(
 
     passes = max(map_(work, bounds), default=0)
     return Clipped(result, rejected, low, passes, kept, frame_low, frame_high)
+
+
+SAFE_TOP = 2.0 ** 500
+"""Largest magnitude of float64 values that the core takes as they are:
+their squares and the sums of thousands of them stay finite."""
+
+
+def _overflow_scale(x: np.ndarray) -> float:
+    """1.0, or the power of 2 that brings float64 values larger than
+    `SAFE_TOP` below it: multiplying by a power of 2 is exact, so the chunk
+    is computed on the scaled values and its result scaled back, the same
+    bit for bit (three frames of 1e308 average to 1e308, not inf).  Values
+    below about 1e-150 in such a chunk lose bits to the scaling."""
+    if x.dtype != np.float64 or not x.size:
+        return 1.0
+    top = float(np.fmax.reduce(np.abs(x), axis=None))
+    if not SAFE_TOP < top < math.inf:
+        return 1.0
+    return 2.0 ** (500 - math.frexp(top)[1])
 
 
 def _rows(table: np.ndarray, width: int) -> np.ndarray:
@@ -1564,10 +1609,10 @@ class _Chunk:
         return self._keep_within(idx, lo, hi, a, b)
 
     def _minmax(self, idx: np.ndarray) -> np.ndarray:
-        low, high = self.method.minmax
+        low, high = (min(int(v), self.n) for v in self.method.minmax)
         k = self.k[idx]
-        na = np.minimum(int(low), k)
-        nb = np.maximum(k - int(high), na)
+        na = np.minimum(low, k)
+        nb = np.maximum(k - high, na)
         changed = (na != self.a[idx]) | (nb != self.b[idx])
         self.a[idx], self.b[idx] = na, nb
         return changed
@@ -2382,7 +2427,7 @@ def gesd_critical(n: int, alpha: float) -> np.ndarray:
     ``1 - alpha / (2 cnt)`` with ``cnt - 2`` degrees of freedom."""
     lam = np.full(n + 1, np.inf)
     for cnt in range(3, n + 1):
-        t = t_quantile(1 - alpha / (2 * cnt), cnt - 2)
+        t = -t_quantile(alpha / (2 * cnt), cnt - 2)  # exact for the smallest alpha
         lam[cnt] = (cnt - 1) * t / math.sqrt((cnt - 2 + t * t) * cnt)
     lam.setflags(write=False)  # cached: shared by every chunk
     return lam
@@ -2831,6 +2876,10 @@ def _frame_of(path: str, tif: tifffile.TiffFile, page: Any, pages: int) -> Frame
         raise ImgstackError(
             path, f'photometric interpretation {page.photometric!r} is not supported'
         )
+    if page.bitspersample != dtype.itemsize * 8:  # 12-bit and such: range unknown to --dtype
+        raise ImgstackError(
+            path, f'{page.bitspersample}-bit packed samples are not supported '
+                  f'(save the frames with 8, 16 or 32 bits per sample)')
     separate, depth, length, width, contig = page.shaped
     if depth != 1:
         raise ImgstackError(path, 'volumetric (3-D) images are not supported')
@@ -2915,7 +2964,13 @@ def _check_sizes(frame: Frame, filesize: int) -> None:
             f'but the file has {filesize} bytes',
         )
     size = frame.height * frame.planes * frame.row_bytes
-    stored = int(frame.bytecounts.sum())
+    stored = _stored_bytes(frame.offsets, frame.bytecounts)
+    if not frame.raw and frame.segment_count > max(stored, 1):
+        raise ImgstackError(
+            frame.path,
+            f'the header claims {frame.segment_count} strips or tiles '
+            f'from only {stored} bytes of data',
+        )
     if frame.raw and stored < size:
         raise ImgstackError(
             frame.path,
@@ -2928,6 +2983,16 @@ def _check_sizes(frame: Frame, filesize: int) -> None:
             f'the header claims {frame.height}x{frame.width} pixels '
             f'({size} bytes) from only {stored} bytes of data',
         )
+
+
+def _stored_bytes(offsets: np.ndarray, counts: np.ndarray) -> int:
+    """The bytes of a file that its segments cover, each counted once
+    (segments that overlap, or all point at one blob, share theirs)."""
+    order = np.argsort(offsets, kind='stable')
+    starts, ends = offsets[order], offsets[order] + counts[order]
+    reach = np.maximum.accumulate(ends)  # the furthest end so far
+    before = np.concatenate(([0], reach[:-1]))
+    return int(np.maximum(ends - np.maximum(starts, before), 0).sum())
 
 
 def check_frames(frames: Sequence[Frame], no_alpha: bool) -> None:
@@ -3626,7 +3691,7 @@ class Stats:
     bytes_read: int
     band_rows: int
     low: int = 0  # of the rejected values, those below the kept ones
-    frame_table: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    frame_table: list[dict[str, Any]] = dataclasses.field(default_factory=list, repr=False)
 
     @property
     def percent(self) -> float:
@@ -3651,6 +3716,8 @@ class Reporter:
     def __init__(self, level: int = 1, stream: Any = None) -> None:
         self.level = level
         self.stream = sys.stderr if stream is None else stream
+        if self.stream is None:  # stderr closed (2>&-): nobody to tell
+            self.level, self.stream = 0, io.StringIO()
         try:
             self.tty = bool(self.stream.isatty())
         except (AttributeError, ValueError, OSError):
@@ -3663,7 +3730,7 @@ class Reporter:
         try:
             self.stream.write(text)
             self.stream.flush()
-        except (OSError, ValueError):  # a broken pipe: stop talking
+        except (OSError, ValueError, AttributeError):  # a broken pipe: stop talking
             self.level = 0
             if self.stream is sys.stderr:
                 with contextlib.suppress(OSError):
@@ -3671,10 +3738,11 @@ class Reporter:
             self.stream = open(os.devnull, 'w')  # noqa: SIM115
 
     def say(self, text: str, level: int = 1) -> None:
-        """Print a line if the level is shown."""
+        """Print a line (or lines) if the level is shown, every character
+        that is not printable escaped."""
         if self.level >= level:
             self.newline()
-            self._write(text + '\n')
+            self._write('\n'.join(printable(line) for line in text.split('\n')) + '\n')
 
     def warn(self, text: str) -> None:
         """Print a warning unless quiet."""
@@ -3814,7 +3882,7 @@ def settings_from(
             sigma_low=sigma if sigma_low is None else sigma_low,
             sigma_high=sigma if sigma_high is None else sigma_high,
             iterations=iterations, center=center,
-            percentile=tuple(percentile), minmax=tuple(minmax), gesd=tuple(gesd),
+            percentile=percentile, minmax=minmax, gesd=gesd,
         )
         _check_normalize(normalize)
         if weights not in ('none', 'noise'):
@@ -3823,11 +3891,11 @@ def settings_from(
         if dtype not in ('input', 'float32'):
             msg = f"dtype must be 'input' or 'float32', not {dtype!r}"
             raise ValueError(msg)
-        if isinstance(valid_range, str):
-            valid_range = parse_range(valid_range)
-        elif valid_range is not None:
-            lo, hi = valid_range
-            valid_range = parse_range(f'{"" if lo is None else lo}:{"" if hi is None else hi}')
+        valid_range = checked_range(valid_range)
+        for name, flag in (('force', force), ('no_alpha', no_alpha)):
+            if not isinstance(flag, (bool, np.bool_)):
+                msg = f'{name} must be True or False, not {flag!r}'
+                raise ValueError(msg)
         if compress is None or isinstance(compress, str):
             codec = None if compress is None else parse_codec(compress)
         elif isinstance(compress, tuple) and len(compress) == 2 and isinstance(compress[0], str) \
@@ -3856,6 +3924,25 @@ def settings_from(
         raise ImgstackError(None, msg) from exc
     return Settings(method, normalize, weights, valid_range, dtype, codec, budget, rows,
                     bool(force), bool(no_alpha))
+
+
+def checked_range(value: Any) -> tuple[float | None, float | None] | None:
+    """Return a valid range given as ``'LOW:HIGH'``, a pair (either side
+    None) or None, as numbers.
+
+    Raises
+    ------
+    ValueError
+        Not such a range, or LOW > HIGH.
+    """
+    if value is None or isinstance(value, str):
+        return None if value is None else parse_range(value)
+    try:
+        lo, hi = value
+    except (TypeError, ValueError):
+        msg = f"valid_range must be 'LOW:HIGH' or a pair (LOW, HIGH), not {value!r}"
+        raise ValueError(msg) from None
+    return parse_range(f'{"" if lo is None else lo}:{"" if hi is None else hi}')
 
 
 def parse_range(text: str) -> tuple[float | None, float | None]:
@@ -4052,7 +4139,12 @@ percentile, minmax, gesd
 
 
 def _warn(text: str) -> None:
-    warnings.warn(text, ImgstackWarning, stacklevel=3)
+    """Warn the caller of the library: the warning names the caller's line,
+    the first outside this module."""
+    level, frame = 1, sys._getframe()
+    while frame is not None and frame.f_globals.get('__name__') == __name__:
+        level, frame = level + 1, frame.f_back
+    warnings.warn(text, ImgstackWarning, stacklevel=level)
 
 
 def _path_arg(value: Any, name: str) -> str:
@@ -4096,6 +4188,8 @@ def check_inputs(inputs: Any) -> list[str]:
     except TypeError as exc:
         raise ImgstackError(None, f'inputs must be a path or a sequence of paths, not {inputs!r}') from exc
     paths = expand_inputs(names)
+    if len(paths) == 1 and os.path.isdir(paths[0]):
+        raise ImgstackError(paths[0], f'is a directory; did you mean {os.path.join(paths[0], "*.tif")}?')
     if len(paths) < 2:
         raise ImgstackError(paths[0] if paths else None, 'need two or more inputs to stack')
     seen: dict[tuple[int, int], str] = {}
@@ -4486,43 +4580,76 @@ def drift_advice(stats: Sequence[FrameStats], alpha: int | None, dtype: np.dtype
 
 
 def write_frame_stats(temp: Temporary, table: list[dict[str, Any]]) -> None:
-    """Write the per-frame table as CSV through the temporary's descriptor."""
+    """Write the per-frame table as CSV through the temporary's descriptor.
+
+    Names are written as their bytes (a name that is not UTF-8 stays
+    itself); a name that a spreadsheet would run as a formula (starting
+    with ``= + - @``, a tab or CR) gets a leading ``'``; fields holding a
+    line break are quoted (CSV's CRLF lines).
+
+    Raises
+    ------
+    ImgstackError
+        The file cannot be written (naming it).
+    """
     import csv
 
     text = io.StringIO()
     if table:
-        writer = csv.DictWriter(text, fieldnames=list(table[0]), lineterminator='\n')
+        writer = csv.DictWriter(text, fieldnames=list(table[0]), lineterminator='\r\n')
         writer.writeheader()
         for row in table:
-            writer.writerow({k: (f'{v:.6g}' if isinstance(v, float) else v) for k, v in row.items()})
-    temp.file.write(text.getvalue().encode())
-    temp.file.flush()
+            writer.writerow({k: _csv_field(v) for k, v in row.items()})
+    try:
+        temp.file.write(text.getvalue().encode('utf-8', 'surrogateescape'))
+        temp.file.flush()
+    except OSError as exc:
+        raise ImgstackError(temp.target, f'cannot write it ({exc.strerror or exc})') from exc
+
+
+def _csv_field(value: Any) -> Any:
+    """A value as the frame statistics CSV holds it."""
+    if isinstance(value, float):
+        return f'{value:.6g}'
+    if isinstance(value, str) and value[:1] in ('=', '+', '-', '@', '\t', '\r'):
+        return "'" + value  # not a formula to a spreadsheet
+    return value
 
 
 @dataclasses.dataclass
 class Temporary:
-    """A temporary file created once (``O_EXCL|O_NOFOLLOW``), written only
-    through its descriptor, published by linking or renaming its name."""
+    """A file being written: unnamed until published where the system
+    allows it (Linux's ``O_TMPFILE``, linked into place through ``/proc``),
+    else a temporary name created once (``O_EXCL|O_NOFOLLOW``); written only
+    through its descriptor."""
 
-    path: str
+    path: str  # its temporary name, '' while it has none
     fd: int
     file: Any  # a binary file object on fd (not closing it)
     target: str = ''  # the file it becomes, for messages
+    directory: str = ''  # where it lies
 
 
 TEMP_PREFIX = '.imgstack-'
-"""Temporary files are ``.imgstack-XXXXXXXX.tmp`` beside their target."""
+"""Temporary names are ``.imgstack-XXXXXXXX.tmp`` beside their target."""
+
+PROC_FD = '/proc/self/fd'
+"""Where Linux shows a process's open files: an unnamed file is linked into
+place through it (``linkat`` with ``AT_SYMLINK_FOLLOW``)."""
 
 
 def temporary_file(
     directory: str, stack: contextlib.ExitStack, *, keep_name: bool = True, target: str = '',
 ) -> Temporary:
-    """Create a temporary file in directory, removed when stack closes
+    """Create a file in directory for writing, gone when stack closes
     (unless published first); Ctrl-C cannot fall between making and
-    registering it.  Without ``keep_name`` the file has no name (Linux's
-    O_TMPFILE; elsewhere its name is removed at once): nothing is left
-    even after SIGKILL, and nobody can swap it.  ``target`` is the file it
-    will become, named in messages.
+    registering it.
+
+    The file has no name where Linux allows it (``O_TMPFILE``; a file to
+    publish also needs `PROC_FD`): nothing is left even after SIGKILL, and
+    nobody can swap it.  Elsewhere it has a temporary name, removed at once
+    without ``keep_name`` (a file never published).  ``target`` is the
+    file it will become, named in messages.
 
     Raises
     ------
@@ -4531,50 +4658,102 @@ def temporary_file(
     """
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | BINARY | getattr(os, 'O_NOFOLLOW', 0)
     with critical():
-        if not keep_name and hasattr(os, 'O_TMPFILE'):
+        fd, path = -1, ''
+        if hasattr(os, 'O_TMPFILE') and (not keep_name or _links_unnamed(directory)):
             with contextlib.suppress(OSError):  # not every file system has it
                 fd = os.open(directory, os.O_TMPFILE | os.O_RDWR, 0o600)
-                stack.callback(os.close, fd)
-                return Temporary(directory, fd, None, target or directory)
-        for _ in range(100):
-            path = os.path.join(directory, f'{TEMP_PREFIX}{secrets.token_hex(4)}.tmp')
-            try:
-                fd = os.open(path, flags, 0o600)
-                break
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                raise ImgstackError(
-                    directory, f'cannot create a file here ({exc.strerror or exc})'
-                ) from exc
+        if fd < 0:
+            fd, path = _named_file(directory, flags)
+            stack.callback(os.close, fd)
+            identity = os.fstat(fd)
+            if keep_name:  # removed by the folder's descriptor: also if the folder moved
+                folder = _open_folder(directory)
+                if folder is not None:
+                    stack.callback(os.close, folder)
+                stack.callback(_remove_own, path, identity, folder)
+            else:
+                _remove_own(path, identity)
+                path = ''
         else:
-            raise ImgstackError(directory, 'cannot create a temporary file here')
-        stack.callback(os.close, fd)
-        identity = os.fstat(fd)
-        if keep_name:
-            stack.callback(_remove_own, path, identity)
-        else:
-            _remove_own(path, identity)
+            stack.callback(os.close, fd)
         raw = io.FileIO(fd, 'r+', closefd=False)
-        raw.name = path  # tifffile asks a file object for its name
+        raw.name = path or target or directory  # tifffile asks a file object for its name
         fh = io.BufferedRandom(raw)
         stack.callback(fh.close)
-    return Temporary(path, fd, fh, target or path)
+    return Temporary(path, fd, fh, target or path or directory, directory)
 
 
-def _remove_own(path: str, identity: os.stat_result) -> None:
-    """Remove path if it is still the file we created."""
+def _links_unnamed(directory: str) -> bool:
+    """Whether an unnamed file of directory can be linked into it through
+    `PROC_FD` (some sandboxes and file systems refuse): tried on a probe,
+    named for an instant and removed."""
+    if not os.path.isdir(PROC_FD):
+        return False
+    try:
+        fd = os.open(directory, os.O_TMPFILE | os.O_RDWR, 0o600)
+    except OSError:
+        return False
+    try:
+        path = os.path.join(directory, f'{TEMP_PREFIX}{secrets.token_hex(4)}.probe')
+        os.link(f'{PROC_FD}/{fd}', path, follow_symlinks=True)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
     with contextlib.suppress(OSError):
-        now = os.stat(path, follow_symlinks=False)
+        os.unlink(path)
+    return True
+
+
+def _named_file(directory: str, flags: int) -> tuple[int, str]:
+    """Create a file of a new temporary name in directory; return its
+    descriptor and name.
+
+    Raises
+    ------
+    ImgstackError
+        The directory refuses the file.
+    """
+    for _ in range(100):
+        path = os.path.join(directory, f'{TEMP_PREFIX}{secrets.token_hex(4)}.tmp')
+        try:
+            return os.open(path, flags, 0o600), path
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise ImgstackError(
+                directory, f'cannot create a file here ({exc.strerror or exc})'
+            ) from exc
+    raise ImgstackError(directory, 'cannot create a temporary file here')
+
+
+def _remove_own(path: str, identity: os.stat_result, folder: int | None = None) -> None:
+    """Remove path if it is still the file we created (by its name in the
+    open ``folder`` when given, wherever that folder has moved since)."""
+    where = {} if folder is None else {'dir_fd': folder}
+    name = path if folder is None else os.path.basename(path)
+    with contextlib.suppress(OSError):
+        now = os.stat(name, follow_symlinks=False, **where)
         if (now.st_dev, now.st_ino) == (identity.st_dev, identity.st_ino):
-            os.unlink(path)
+            os.unlink(name, **where)
+
+
+def _open_folder(directory: str) -> int | None:
+    """A descriptor of directory, or None where the system has none."""
+    if os.unlink not in os.supports_dir_fd or not hasattr(os, 'O_DIRECTORY'):
+        return None
+    try:
+        return os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
 
 
 def publish(temps: Sequence[Temporary], targets: Sequence[str], force: bool, cli: bool = True) -> None:
     """Move finished temporary files into place, all or none.
 
     Their data are flushed to disk first and they get mode
-    ``0666 & ~umask``.  Without force no existing file is replaced, even
+    ``0666 & ~umask``, or the permissions of the file they replace (as
+    ``cp`` keeps them).  Without force no existing file is replaced, even
     one that appeared while the run lasted: each is linked into place
     (which fails if the name exists) and the links made so far are undone
     on failure.  With force every target is checked again first, then
@@ -4587,10 +4766,10 @@ def publish(temps: Sequence[Temporary], targets: Sequence[str], force: bool, cli
     """
     checkpoint()  # a Ctrl-C held back while the last workers finished
     mode = 0o666 & ~_umask()
-    for temp in temps:
+    for temp, target in zip(temps, targets):
         temp.file.flush()
         if hasattr(os, 'fchmod'):
-            os.fchmod(temp.fd, mode)
+            os.fchmod(temp.fd, _kept_mode(target, mode) if force else mode)
         os.fsync(temp.fd)
     with critical():
         _publish(temps, targets, force, cli)
@@ -4598,6 +4777,15 @@ def publish(temps: Sequence[Temporary], targets: Sequence[str], force: bool, cli
             handler = signal.getsignal(signum)
             if isinstance(handler, Interrupts):
                 handler.done = True  # the outputs are in place: the run is done
+
+
+def _kept_mode(target: str, mode: int) -> int:
+    """The permission bits of the regular file target replaces, else mode."""
+    try:
+        info = os.stat(target, follow_symlinks=False)
+    except OSError:
+        return mode
+    return stat.S_IMODE(info.st_mode) & 0o777 if stat.S_ISREG(info.st_mode) else mode
 
 
 def _umask() -> int:
@@ -4622,7 +4810,8 @@ def _publish(temps: Sequence[Temporary], targets: Sequence[str], force: bool, cl
                 raise ImgstackError(None, f'{target} {exists}') from exc
             done.append(target)
         for temp in temps:
-            _remove_own(temp.path, os.fstat(temp.fd))
+            if temp.path:
+                _remove_own(temp.path, os.fstat(temp.fd))
     except BaseException:
         for target in done:
             with contextlib.suppress(OSError):
@@ -4644,12 +4833,15 @@ def _replace_all(temps: Sequence[Temporary], targets: Sequence[str]) -> None:
         if os.path.lexists(target) and not os.path.isfile(target):
             raise ImgstackError(target, 'exists and is not a regular file')
     done: list[tuple[str, str | None]] = []
+    named: list[Temporary] = []
     try:
         for temp, target in zip(temps, targets):
+            if not temp.path:  # an unnamed file takes a name only now
+                _name(temp)
+                named.append(temp)
             backup = None
             if os.path.lexists(target):
-                backup = os.path.join(os.path.dirname(temp.path),
-                                      f'{TEMP_PREFIX}{secrets.token_hex(4)}.old')
+                backup = os.path.join(temp.directory, f'{TEMP_PREFIX}{secrets.token_hex(4)}.old')
                 try:
                     os.link(target, backup, follow_symlinks=False)
                 except OSError:
@@ -4668,6 +4860,8 @@ def _replace_all(temps: Sequence[Temporary], targets: Sequence[str]) -> None:
                     os.unlink(target)
                 else:
                     os.replace(backup, target)
+        for temp in named:  # the names not yet renamed into place
+            _remove_own(temp.path, os.fstat(temp.fd))
         raise
     for _, backup in done:
         if backup is not None:
@@ -4676,10 +4870,18 @@ def _replace_all(temps: Sequence[Temporary], targets: Sequence[str]) -> None:
 
 
 def _link(temp: Temporary, target: str) -> None:
-    """Hard-link the open temporary file at target: through /proc on Linux
-    (the file itself, whatever its name now points to), else by name, else
-    rename when the file system has no hard links."""
-    proc = f'/proc/self/fd/{temp.fd}'
+    """Hard-link the open file at target: through /proc on Linux (the file
+    itself, named or not, whatever its name now points to), else by name,
+    else rename when the file system has no hard links.
+
+    Raises
+    ------
+    FileExistsError
+        The target exists.
+    ImgstackError
+        The target cannot be made (its folder is gone or refuses it).
+    """
+    proc = f'{PROC_FD}/{temp.fd}'
     try:
         if os.path.exists(proc):
             os.link(proc, target, follow_symlinks=True)
@@ -4687,10 +4889,37 @@ def _link(temp: Temporary, target: str) -> None:
             os.link(temp.path, target, follow_symlinks=False)
     except FileExistsError:
         raise
-    except OSError:  # no hard links here: the check before must do
+    except OSError as exc:  # no hard links here: the check before must do
         if os.path.lexists(target):
             raise FileExistsError(errno.EEXIST, 'exists', target) from None
-        os.replace(temp.path, target)
+        if not temp.path or not os.path.isdir(os.path.dirname(os.path.abspath(target))):
+            raise ImgstackError(target, f'cannot create it ({exc.strerror or exc})') from exc
+        try:
+            os.replace(temp.path, target)
+        except OSError as again:
+            raise ImgstackError(target, f'cannot create it ({again.strerror or again})') from again
+
+
+def _name(temp: Temporary) -> None:
+    """Give an unnamed file a temporary name beside its target, to be
+    renamed over it: the one moment a killed run can leave a name.
+
+    Raises
+    ------
+    ImgstackError
+        The name cannot be made (the folder is gone or refuses it).
+    """
+    for _ in range(100):
+        path = os.path.join(temp.directory, f'{TEMP_PREFIX}{secrets.token_hex(4)}.tmp')
+        try:
+            os.link(f'{PROC_FD}/{temp.fd}', path, follow_symlinks=True)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise ImgstackError(temp.target, f'cannot create it ({exc.strerror or exc})') from exc
+        temp.path = path
+        return
+    raise ImgstackError(temp.target, 'cannot create a temporary name beside it')
 
 
 def _drop_tags(fd: int, codes: Sequence[int]) -> None:
@@ -4870,9 +5099,9 @@ def compressed_map(
     encode, extra = strip_encoder(codec, np.dtype(np.uint16))
     temp.file.flush()
     temp.file.seek(0)  # tifffile reads an open file from where it stands
-    with tifffile.TiffFile(temp.file, name=temp.path) as tif:
+    with tifffile.TiffFile(temp.file, name=temp.target) as tif:
         offsets = [int(p.dataoffsets[0]) for p in tif.pages]
-    target = temporary_file(os.path.dirname(temp.path), stack, target=temp.target)
+    target = temporary_file(temp.directory, stack, target=temp.target)
     row_bytes = first.width * 2
 
     def strips(offset: int) -> Iterator[bytes]:
@@ -5247,11 +5476,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     0 success, 1 an error (one line on stderr), 2 a usage error,
     128 + the signal when interrupted (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
+    It leaves the process as it found it: the signal handlers it installs
+    for the run are put back, and the process-wide settings of the command
+    (thread switch interval, allocator) are made by `_cli` alone.
     """
-    sys.setswitchinterval(SWITCH_SECONDS)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    tune_allocator(args.memory)  # the command's process is ours: set malloc for the budget
+    args = parser.parse_intermixed_args(argv)  # options anywhere, as most tools take them
     reporter = Reporter(0 if args.quiet else 2 if args.verbose else 1)
     if args.demo is not None and (args.output is not None or args.inputs):
         parser.error('--demo DIR takes no OUTPUT or INPUT')
@@ -5265,8 +5495,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f'-s, --sigma-low and --sigma-high do not apply to --reject {args.reject}')
     if args.center is not None and args.reject != 'sigma':
         parser.error(f'--center applies to --reject sigma only, not --reject {args.reject}')
-    # tifffile logs what it repairs in damaged files; our errors say what matters
-    logging.getLogger('tifffile').setLevel(logging.CRITICAL + 1)
     installed = signal.getsignal(signal.SIGINT)
     handler = installed if isinstance(installed, Interrupts) else Interrupts()
     handler.done, handler.pending = False, None  # a new run
@@ -5274,7 +5502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is not installed and threading.current_thread() is threading.main_thread():
         previous = {signum: signal.signal(signum, handler) for signum in SIGNALS}
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _tifffile_silent():
             warnings.simplefilter('ignore')
             warnings.simplefilter('always', ImgstackWarning)
             warnings.showwarning = lambda message, *a, **k: reporter.warn(str(message))
@@ -5318,6 +5546,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(reporter, str(ImgstackError(str(where), exc.strerror or str(exc))))
     except MemoryError:
         return _fail(reporter, 'out of memory; try a smaller -m or -r')
+    except RuntimeError as exc:  # threading's "can't start new thread"
+        if 'thread' not in str(exc):
+            raise
+        return _fail(reporter, f'cannot start the threads of a run ({exc}): the process '
+                               'or memory limits (ulimit -u, ulimit -v) are too low')
     except KeyboardInterrupt as exc:
         signum = getattr(exc, 'signum', signal.SIGINT)
         if handler.done:  # the outputs were published: the run succeeded
@@ -5327,6 +5560,82 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+
+
+@contextlib.contextmanager
+def _tifffile_silent() -> Iterator[None]:
+    """Silence tifffile's log of what it repairs in damaged files (our
+    errors say what matters) for a block; its level is put back after."""
+    logger = logging.getLogger('tifffile')
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _cli(argv: Sequence[str] | None = None) -> int:
+    """The command's entry point (the console script and ``python
+    imgstack.py``): set up the process, run `main`, return its status.
+
+    The process is the command's alone, so this is where it is set up: the
+    standard streams (a closed one is opened on the null device, so that no
+    file of the run can take its number), one handler of `SIGNALS` for the
+    whole process (once the outputs are published, a late signal changes
+    nothing), the thread switch interval (`SWITCH_SECONDS`) and the
+    allocator for the budget (`tune_allocator`).
+    """
+    _standard_streams()
+    handler = Interrupts()
+    for signum in SIGNALS:
+        signal.signal(signum, handler)
+    try:
+        sys.setswitchinterval(SWITCH_SECONDS)
+        tune_allocator(_budget_of(argv))
+        status = main(argv)
+    except KeyboardInterrupt as exc:  # before main() caught it
+        status = 0
+        if not handler.done:
+            handler.done = True  # a second signal changes nothing
+            signum = getattr(exc, 'signum', signal.SIGINT)
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(f'imgstack: {SIGNALS.get(signum, "interrupted")}; nothing written\n')
+            status = 128 + signum
+    except BrokenPipeError:
+        status = 1
+    # the run is over: a signal while the interpreter shuts down (which puts
+    # back the default handlers, which kill) must not change how it ended
+    handler.done = True
+    for signum in SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    return status
+
+
+def _standard_streams() -> None:
+    """Open a closed standard stream (``2>&-``) on the null device: the run
+    goes on, and no file it opens can take descriptor 0, 1 or 2 (where a
+    message would then land)."""
+    for fd, name in ((0, 'stdin'), (1, 'stdout'), (2, 'stderr')):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            if getattr(sys, name) is None:
+                setattr(sys, name, open(os.devnull, 'r' if fd == 0 else 'w'))  # noqa: SIM115
+
+
+def _budget_of(argv: Sequence[str] | None) -> int:
+    """The memory budget that argv asks for (the default where argv is not
+    a valid command line: `main` then says why)."""
+    quiet = io.StringIO()
+    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+        with contextlib.suppress(SystemExit):
+            return int(build_parser().parse_intermixed_args(argv).memory)
+    return DEFAULT_MEMORY
 
 
 def tune_allocator(memory: int) -> bool:
@@ -5381,25 +5690,4 @@ def format_frame_table(table: list[dict[str, Any]]) -> str:
 
 
 if __name__ == '__main__':
-    # one handler for the whole process: once the outputs are published,
-    # a late Ctrl-C changes nothing
-    _handler = Interrupts()
-    for _signum in SIGNALS:
-        signal.signal(_signum, _handler)
-    try:
-        _status = main()
-    except KeyboardInterrupt as _exc:  # before main() caught it
-        _status = 0
-        if not _handler.done:
-            _handler.done = True  # a second signal changes nothing
-            _signum = getattr(_exc, 'signum', signal.SIGINT)
-            sys.stderr.write(f'imgstack: {SIGNALS.get(_signum, "interrupted")}; nothing written\n')
-            _status = 128 + _signum
-    except BrokenPipeError:
-        _status = 1
-    # the run is over: a signal while the interpreter shuts down (which puts
-    # back the default handlers, which kill) must not change how it ended
-    _handler.done = True
-    for _signum in SIGNALS:
-        signal.signal(_signum, signal.SIG_IGN)
-    sys.exit(_status)
+    sys.exit(_cli())

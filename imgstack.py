@@ -35,7 +35,7 @@ The data flow, in the order of this file's sections:
   which sorts each point's values once and moves a window of kept values
   with one small step function per method (`_STEPS`: `_Chunk._sigma`,
   `_mad`, `_winsorized`, `_linear`, `_percentile`, `_minmax`, `_gesd`,
-  `_none`), then `_Chunk.combine`.  `t_quantile` and `gesd_critical`
+  `_none`), then `_Chunk.combine`.  `_t_quantile` and `gesd_critical`
   serve GESD; `frame_statistics`, `normalization` and `noise_weights`
   serve a night's frames;
 - reading: `open_frame` reads each header, `check_frames` compares them,
@@ -68,20 +68,27 @@ from __future__ import annotations
 __version__ = '0.2.0'
 
 __all__ = [
+    'Frame',
+    'FrameStats',
     'ImgstackError',
     'ImgstackWarning',
     'Method',
+    'Plan',
+    'Reporter',
+    'Settings',
     'Stats',
     'frame_statistics',
     'main',
     'make_frames',
+    'open_frame',
     'parse_size',
     'plan_bands',
     'sigma_clipped_mean',
     'stack_array',
     'stack_files',
-    't_quantile',
 ]
+"""The public API: these and what they take and return.  Every other name
+is the module's own, free to change."""
 
 import os
 import signal
@@ -116,6 +123,7 @@ import errno
 import functools
 import gc
 import glob
+import inspect
 import io
 import logging
 import lzma
@@ -272,7 +280,7 @@ CODECS = {
 LEVELS = {'zlib': (0, 9), 'deflate': (0, 9), 'zstd': (1, 22), 'lzma': (0, 9)}
 """Codecs that take a level, and its range."""
 
-DTYPES = frozenset('uint8 uint16 uint32 int8 int16 int32 float32 float64'.split())
+DTYPES = frozenset(['uint8', 'uint16', 'uint32', 'int8', 'int16', 'int32', 'float32', 'float64'])
 """Sample types that can be stacked."""
 
 PHOTOMETRICS = {0: 'miniswhite', 1: 'minisblack', 2: 'rgb', 5: 'separated', 6: 'rgb'}
@@ -485,7 +493,8 @@ class Method:
         low, high = _pair(self.percentile, 'percentile')
         object.__setattr__(self, 'percentile', (low, high))
         if not (0 <= low < 1 and 0 <= high < 1):
-            msg = f'percentile must be LOW:HIGH, fractions of the median from 0 to below 1, not {low}:{high}'
+            msg = (f'percentile must be LOW:HIGH, fractions of the median from 0 to below 1, '
+                   f'not {low}:{high}')
             raise ValueError(msg)
         low, high = _pair(self.minmax, 'minmax')
         if not (low == int(low) and high == int(high) and low >= 0 and high >= 0):
@@ -495,7 +504,8 @@ class Method:
         alpha, fraction = _pair(self.gesd, 'gesd')
         object.__setattr__(self, 'gesd', (alpha, fraction))
         if not (0 < alpha < 1 and 0 <= fraction < 1):
-            msg = f'gesd must be ALPHA:FRACTION with 0 < ALPHA < 1 and 0 <= FRACTION < 1, not {alpha}:{fraction}'
+            msg = (f'gesd must be ALPHA:FRACTION with 0 < ALPHA < 1 and 0 <= FRACTION < 1, '
+                   f'not {alpha}:{fraction}')
             raise ValueError(msg)
 
     @property
@@ -675,17 +685,9 @@ def stack_array(
     if stack.ndim < 1 or stack.shape[0] < 1:
         msg = f'stack must have at least one image, not shape {stack.shape!r}'
         raise ValueError(msg)
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.number)) \
-            or not (math.isfinite(sigma) and sigma > 0):
-        msg = f'sigma must be finite and > 0, not {sigma!r}'
-        raise ValueError(msg)
-    method = Method(
-        reject=reject, combine=combine,
-        sigma_low=sigma if sigma_low is None else sigma_low,
-        sigma_high=sigma if sigma_high is None else sigma_high,
-        iterations=iterations, center=center, percentile=percentile,
-        minmax=minmax, gesd=gesd,
-    )
+    method = _method_of(sigma, sigma_low, sigma_high, reject=reject, combine=combine,
+                        iterations=iterations, center=center, percentile=percentile,
+                        minmax=minmax, gesd=gesd)
     n = stack.shape[0]
     if stack.dtype.kind not in 'iuf' or stack.dtype.itemsize > 8:
         stack = stack.astype(np.float64)
@@ -720,10 +722,7 @@ def stack_array(
                        weights=w, channels=channels, want_mask=return_mask)
     shape = moved.shape[1:]
     result = core.result.reshape(shape)
-    if channel_axis is None:
-        result = result[..., 0]
-    else:
-        result = np.moveaxis(result, -1, channel_axis - 1)
+    result = result[..., 0] if channel_axis is None else np.moveaxis(result, -1, channel_axis - 1)
     rejected = int(core.rejected.sum(dtype=np.int64))
     if not return_mask:
         return result, rejected
@@ -811,6 +810,31 @@ def clip_points(
     ``j % channels``.  ``want_mask`` returns the mask of
     the values kept and the per-frame counts; ``frame_counts`` the counts
     alone (no mask of the whole array).
+
+    Which path computes a chunk (every path computes README's definitions;
+    the tests hold each against the others and the references):
+
+    ============================  =======  =======  ==========  ===========  ==================
+    reject                        center   combine  weights     counts [1]_  path
+    ============================  =======  =======  ==========  ===========  ==================
+    sigma                         mean     mean     any         no           `_clip_chunk`
+    sigma, 8/16-bit integers [2]_ median   mean     none        no           `_clip_sorted`
+    sigma, other data             median   mean     none        no           `_clip_chunk`
+    none                          --       mean     any         no           `_clip_chunk`
+    sigma                         median   mean     given       --           `_Chunk` (window)
+    sigma, none                   any      not mean any         --           `_Chunk` (window)
+    sigma, none                   any      any      any         yes          `_Chunk` (window)
+    mad, winsorized, linear,      --       any      any         any          `_Chunk` (window)
+    percentile, minmax, gesd
+    ============================  =======  =======  ==========  ===========  ==================
+
+    .. [1] ``want_mask`` or ``frame_counts``: the rejection map, the frame
+       statistics or ``-v``'s frame table ask for them.
+    .. [2] not normalized, every value valid, at least one pass.
+
+    `_Chunk` sorts each point's values once and moves a window of kept
+    values with the method's step (`_STEPS`); linear fit keeps a mask of
+    sorted rows instead.
     """
     n, npoints = values.shape
     # the default method has a fast path: thresholds, no sort
@@ -1938,7 +1962,7 @@ network: 2.5x faster than a sort of the transposed copy at 24 frames, as
 fast at 200."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sorting_network(n: int) -> tuple[tuple[int, int], ...]:
     """The comparators ``(i, j)``, i < j, of Batcher's merge exchange for n
     items (Knuth, TAOCP vol. 3, 5.2.2, Algorithm M): after them in order,
@@ -2052,7 +2076,8 @@ def _clip_sorted(
         # the walks never cross
         t, q = total[active], squares[active]
         low_count, high_count = np.zeros_like(k), np.zeros_like(k)
-        ends = ((low_count, f, c, lo, lowest[moved]), (high_count, f + k - 1, -c, hi, highest[moved]))
+        ends = ((low_count, f, c, lo, lowest[moved]),
+                (high_count, f + k - 1, -c, hi, highest[moved]))
         for cut, start, way, out, value in ends:
             live = np.arange(active.size)
             place = start * c + active  # the flat place of the end's value
@@ -2222,14 +2247,14 @@ _STEPS: dict[str, Callable[[_Chunk, np.ndarray], np.ndarray]] = {
 the points ``idx`` (one pass) and returns where it moved."""
 
 
-def t_quantile(p: float, df: float) -> float:
+def _t_quantile(p: float, df: float) -> float:
     """Quantile (inverse CDF) of Student's t distribution.
 
     Parameters
     ----------
     p : float
         Probability, ``0 < p < 1``.  For ``p < 0.5`` the result is
-        ``-t_quantile(1 - p, df)`` (computed without rounding ``1 - p``).
+        ``-_t_quantile(1 - p, df)`` (computed without rounding ``1 - p``).
     df : float
         Degrees of freedom, a real number ``>= 1`` (``math.inf`` gives the
         standard normal quantile).
@@ -2279,9 +2304,9 @@ def t_quantile(p: float, df: float) -> float:
 
     Examples
     --------
-    >>> round(t_quantile(0.975, 10), 6)
+    >>> round(_t_quantile(0.975, 10), 6)
     2.228139
-    >>> t_quantile(0.75, 1)
+    >>> _t_quantile(0.75, 1)
     1.0
     """
     p = float(p)
@@ -2427,7 +2452,7 @@ def gesd_critical(n: int, alpha: float) -> np.ndarray:
     ``1 - alpha / (2 cnt)`` with ``cnt - 2`` degrees of freedom."""
     lam = np.full(n + 1, np.inf)
     for cnt in range(3, n + 1):
-        t = -t_quantile(alpha / (2 * cnt), cnt - 2)  # exact for the smallest alpha
+        t = -_t_quantile(alpha / (2 * cnt), cnt - 2)  # exact for the smallest alpha
         lam[cnt] = (cnt - 1) * t / math.sqrt((cnt - 2 + t * t) * cnt)
     lam.setflags(write=False)  # cached: shared by every chunk
     return lam
@@ -2783,7 +2808,7 @@ def open_frame(path: str) -> Frame:
     except OSError as exc:
         raise ImgstackError(path, exc.strerror or str(exc)) from exc
     if stat.S_ISDIR(info.st_mode):
-        raise ImgstackError(path, f'is a directory; did you mean {os.path.join(path, "*.tif")}?')
+        raise _folder_given(path)
     if not stat.S_ISREG(info.st_mode):  # a FIFO or a device: never open it
         raise ImgstackError(path, 'not a regular file')
     try:
@@ -3799,15 +3824,20 @@ class Reporter:
 
 
 NOT_TIFF = frozenset(
-    '.png .jpg .jpeg .gif .bmp .webp .fits .fit .fts .xisf .cr2 .cr3 .nef .arw .dng '
-    '.raw .exr .heic .jxl .j2k .jp2 .pgm .ppm .pnm .ser .avi .mp4 .csv .txt'.split()
+    [
+        '.png', '.jpg', '.jpeg', '.gif', '.bmp', '.webp', '.fits', '.fit', '.fts', '.xisf', '.cr2',
+        '.cr3', '.nef', '.arw', '.dng', '.raw', '.exr', '.heic', '.jxl', '.j2k', '.jp2', '.pgm',
+        '.ppm', '.pnm', '.ser', '.avi', '.mp4', '.csv', '.txt',
+    ]
 )
 """Extensions of files that are not TIFF: an OUTPUT named so is refused."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Everything a run does, checked once (from argv or keywords)."""
+    """Everything a run does, checked once: built by `from_options` from
+    the command line or from a library call's keywords, then carried to
+    every stage of the job and read there."""
 
     method: Method
     normalize: str = 'none'
@@ -3819,6 +3849,58 @@ class Settings:
     rows: int = 100
     force: bool = False
     no_alpha: bool = False
+    rejection_map: str | None = None
+    frame_stats: str | None = None
+    cli: bool = False  # messages name the command's flags (--force), not keywords
+
+    @classmethod
+    def from_options(
+        cls, *, cli: bool = False, sigma: Any = 2.5, sigma_low: Any = None,
+        sigma_high: Any = None, iterations: Any = 5, center: Any = 'mean', reject: Any = 'sigma',
+        combine: Any = 'mean', percentile: Any = (0.2, 0.1), minmax: Any = (1, 1),
+        gesd: Any = (0.05, 0.3), normalize: Any = 'none', weights: Any = 'none',
+        valid_range: Any = None, dtype: Any = 'input', compress: Any = None,
+        memory: Any = DEFAULT_MEMORY, rows: Any = 100, force: Any = False,
+        no_alpha: Any = False, rejection_map: Any = None, frame_stats: Any = None,
+    ) -> Settings:
+        """Check every option (the keywords of `stack_files`, the flags of
+        the command) and return them as Settings; ``cli`` names the flags
+        in messages.
+
+        Raises
+        ------
+        ImgstackError
+            An option of the wrong type or out of range, named in the message.
+        """
+        try:
+            method = _method_of(sigma, sigma_low, sigma_high, iterations=iterations,
+                                center=center, reject=reject, combine=combine,
+                                percentile=percentile, minmax=minmax, gesd=gesd)
+            _check_normalize(normalize)
+            if weights not in ('none', 'noise'):
+                msg = f"weights must be 'none' or 'noise', not {weights!r}"
+                raise ValueError(msg)
+            if dtype not in ('input', 'float32'):
+                msg = f"dtype must be 'input' or 'float32', not {dtype!r}"
+                raise ValueError(msg)
+            for name, flag in (('force', force), ('no_alpha', no_alpha)):
+                if not isinstance(flag, (bool, np.bool_)):
+                    msg = f'{name} must be True or False, not {flag!r}'
+                    raise ValueError(msg)
+            settings = cls(
+                method, normalize, weights, checked_range(valid_range), dtype,
+                _codec_of(compress), _budget(memory), _rows_of(rows), bool(force),
+                bool(no_alpha), cli=cli,
+                **{name: None if value is None else _path_arg(value, name)
+                   for name, value in (('rejection_map', rejection_map),
+                                       ('frame_stats', frame_stats))},
+            )
+        except ValueError as exc:
+            msg = str(exc)
+            if cli:  # name the flag, not the keyword
+                msg = msg.replace('sigma_low', '--sigma-low').replace('sigma_high', '--sigma-high')
+            raise ImgstackError(None, msg) from exc
+        return settings
 
     def describe(self, frames: int) -> str:
         """The settings as options, for the output's ImageDescription."""
@@ -3856,74 +3938,72 @@ def _flag(name: str, cli: bool) -> str:
     return f'--{name.replace("_", "-")}' if cli else f'{name}=True'
 
 
-def settings_from(
-    *, cli: bool, sigma: Any, sigma_low: Any, sigma_high: Any, iterations: Any,
-    center: Any, reject: Any, combine: Any, percentile: Any, minmax: Any,
-    gesd: Any, normalize: Any, weights: Any, valid_range: Any, dtype: Any,
-    compress: Any, memory: Any, rows: Any, force: Any, no_alpha: Any,
-) -> Settings:
-    """Check every setting and return them as one object.
+def _method_of(sigma: Any, sigma_low: Any, sigma_high: Any, **options: Any) -> Method:
+    """The Method of a call's options: ``sigma`` checked, and standing for
+    the factors not given.
 
     Raises
     ------
-    ImgstackError
-        A setting of the wrong type or out of range, named in the message.
+    ValueError
+        An option out of range, named in the message.
     """
-    try:
-        for name, value in (('sigma', sigma), ('sigma_low', sigma_low), ('sigma_high', sigma_high)):
-            if value is None and name != 'sigma':
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
-                    or not (math.isfinite(value) and value > 0):
-                msg = f'{name} must be finite and > 0, not {value!r}'
-                raise ValueError(msg)
-        method = Method(
-            reject=reject, combine=combine,
-            sigma_low=sigma if sigma_low is None else sigma_low,
-            sigma_high=sigma if sigma_high is None else sigma_high,
-            iterations=iterations, center=center,
-            percentile=percentile, minmax=minmax, gesd=gesd,
-        )
-        _check_normalize(normalize)
-        if weights not in ('none', 'noise'):
-            msg = f"weights must be 'none' or 'noise', not {weights!r}"
-            raise ValueError(msg)
-        if dtype not in ('input', 'float32'):
-            msg = f"dtype must be 'input' or 'float32', not {dtype!r}"
-            raise ValueError(msg)
-        valid_range = checked_range(valid_range)
-        for name, flag in (('force', force), ('no_alpha', no_alpha)):
-            if not isinstance(flag, (bool, np.bool_)):
-                msg = f'{name} must be True or False, not {flag!r}'
-                raise ValueError(msg)
-        if compress is None or isinstance(compress, str):
-            codec = None if compress is None else parse_codec(compress)
-        elif isinstance(compress, tuple) and len(compress) == 2 and isinstance(compress[0], str) \
-                and (compress[1] is None or _is_int(compress[1])):
-            try:
-                codec = parse_codec(compress[0] + ('' if compress[1] is None else f':{compress[1]}'))
-            except ValueError as exc:
-                raise ValueError(f'compress: {exc}') from None
-        else:
-            msg = f"compress must be a codec such as 'zstd:9' or ('zstd', 9), not {compress!r}"
-            raise ValueError(msg)
-        if isinstance(memory, str):
-            budget = parse_size(memory)
-        elif _is_int(memory) and memory > 0:
-            budget = int(memory)
-        else:
-            msg = f"memory must be a size in bytes (an integer > 0) or a string such as '512M', not {memory!r}"
-            raise ValueError(msg)
-        if not _is_int(rows) or rows < 1:
-            msg = f'rows must be an integer >= 1, not {rows!r}'
-            raise ValueError(msg)
-    except ValueError as exc:
-        msg = str(exc)
-        if cli:  # name the flag, not the keyword
-            msg = msg.replace('sigma_low', '--sigma-low').replace('sigma_high', '--sigma-high')
-        raise ImgstackError(None, msg) from exc
-    return Settings(method, normalize, weights, valid_range, dtype, codec, budget, rows,
-                    bool(force), bool(no_alpha))
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.number)) \
+            or not (math.isfinite(sigma) and sigma > 0):
+        msg = f'sigma must be finite and > 0, not {sigma!r}'
+        raise ValueError(msg)
+    return Method(sigma_low=sigma if sigma_low is None else sigma_low,
+                  sigma_high=sigma if sigma_high is None else sigma_high, **options)
+
+
+def _codec_of(compress: Any) -> tuple[str, int | None] | None:
+    """The output codec of ``compress``: None, ``'zstd:9'`` or ``('zstd', 9)``.
+
+    Raises
+    ------
+    ValueError
+        Not such a codec.
+    """
+    if compress is None or isinstance(compress, str):
+        return None if compress is None else parse_codec(compress)
+    if isinstance(compress, tuple) and len(compress) == 2 and isinstance(compress[0], str) \
+            and (compress[1] is None or _is_int(compress[1])):
+        try:
+            return parse_codec(compress[0] + ('' if compress[1] is None else f':{compress[1]}'))
+        except ValueError as exc:
+            raise ValueError(f'compress: {exc}') from None
+    msg = f"compress must be a codec such as 'zstd:9' or ('zstd', 9), not {compress!r}"
+    raise ValueError(msg)
+
+
+def _budget(memory: Any) -> int:
+    """The memory budget of ``memory``: bytes, or a size such as ``'512M'``.
+
+    Raises
+    ------
+    ValueError
+        Not such a size.
+    """
+    if isinstance(memory, str):
+        return parse_size(memory)
+    if _is_int(memory) and memory > 0:
+        return int(memory)
+    msg = (f"memory must be a size in bytes (an integer > 0) or a string such as '512M', "
+           f"not {memory!r}")
+    raise ValueError(msg)
+
+
+def _rows_of(rows: Any) -> int:
+    """The band height of ``rows``: an integer >= 1.
+
+    Raises
+    ------
+    ValueError
+        Not such a number.
+    """
+    if not _is_int(rows) or rows < 1:
+        msg = f'rows must be an integer >= 1, not {rows!r}'
+        raise ValueError(msg)
+    return int(rows)
 
 
 def checked_range(value: Any) -> tuple[float | None, float | None] | None:
@@ -3965,7 +4045,8 @@ def parse_range(text: str) -> tuple[float | None, float | None]:
         except ValueError:
             value = math.nan
         if math.isnan(value):
-            msg = f'valid range must be LOW:HIGH, either side may be left out (e.g. 1: or :65000), not {text!r}'
+            msg = (f'valid range must be LOW:HIGH, either side may be left out '
+                   f'(e.g. 1: or :65000), not {text!r}')
             raise ValueError(msg)
         values.append(value)
     if not sep or (values[0] is not None and values[1] is not None and values[0] > values[1]):
@@ -3978,30 +4059,10 @@ def stack_files(
     inputs: Any,
     output: Any,
     *,
-    sigma: float = 2.5,
-    sigma_low: float | None = None,
-    sigma_high: float | None = None,
-    iterations: int = 5,
-    center: str = 'mean',
-    reject: str = 'sigma',
-    combine: str = 'mean',
-    percentile: tuple[float, float] = (0.2, 0.1),
-    minmax: tuple[int, int] = (1, 1),
-    gesd: tuple[float, float] = (0.05, 0.3),
-    normalize: str = 'none',
-    weights: str = 'none',
-    valid_range: Any = None,
-    dtype: str = 'input',
-    compress: str | tuple[str, int | None] | None = None,
-    memory: int | str = DEFAULT_MEMORY,
-    rows: int = 100,
-    force: bool = False,
-    no_alpha: bool = False,
-    rejection_map: Any = None,
-    frame_stats: Any = None,
+    settings: Settings | None = None,
     reporter: Reporter | None = None,
     progress: Callable[[int, int], Any] | None = None,
-    _cli: bool = False,
+    **options: Any,
 ) -> Stats:
     """Stack TIFF files into the TIFF file of their combined values.
 
@@ -4016,6 +4077,9 @@ def stack_files(
         Path is one file or one wildcard; wildcards are expanded.
     output : str or pathlib.Path
         The TIFF file to write.
+    settings : Settings, optional
+        Every option at once, from `Settings.from_options`; or give the
+        options as keywords:
     sigma, sigma_low, sigma_high, iterations, center, reject, combine, \
 percentile, minmax, gesd
         The rejection and combination, as in `stack_array`.
@@ -4060,24 +4124,23 @@ percentile, minmax, gesd
     """
     started = time.monotonic()
     report = Reporter(0) if reporter is None else reporter
-    settings = settings_from(
-        cli=_cli, sigma=sigma, sigma_low=sigma_low, sigma_high=sigma_high,
-        iterations=iterations, center=center, reject=reject, combine=combine,
-        percentile=percentile, minmax=minmax, gesd=gesd, normalize=normalize,
-        weights=weights, valid_range=valid_range, dtype=dtype, compress=compress,
-        memory=memory, rows=rows, force=force, no_alpha=no_alpha,
-    )
+    if settings is None:
+        settings = Settings.from_options(**options)
+    elif options:
+        msg = f'give settings or options, not both ({", ".join(options)})'
+        raise TypeError(msg)
     paths = check_inputs(inputs)
     output = _path_arg(output, 'output')
-    extras = {'rejection_map': rejection_map, 'frame_stats': frame_stats}
-    extras = {k: _path_arg(v, k) for k, v in extras.items() if v is not None}
-    check_output(output, paths, settings.force, _cli)
+    extras = {k: v for k in ('rejection_map', 'frame_stats')
+              if (v := getattr(settings, k)) is not None}
+    check_output(output, paths, settings.force, settings.cli)
     for name, target in extras.items():
-        check_output(target, paths, settings.force, _cli, tiff=name == 'rejection_map')
+        check_output(target, paths, settings.force, settings.cli, tiff=name == 'rejection_map')
         if _same_file(target, output):
             raise ImgstackError(target, f'the {name.replace("_", " ")} cannot be OUTPUT')
     if len(extras) == 2 and _same_file(extras['rejection_map'], extras['frame_stats']):
-        raise ImgstackError(extras['frame_stats'], 'the frame statistics cannot be the rejection map')
+        raise ImgstackError(extras['frame_stats'],
+                            'the frame statistics cannot be the rejection map')
     frames = [open_frame(p) for p in paths]
     check_frames(frames, settings.no_alpha)
     for f in frames[1:]:
@@ -4122,7 +4185,7 @@ percentile, minmax, gesd
         table = job.table()
         if 'frame_stats' in extras:
             write_frame_stats(temps[1 + names.index('frame_stats')], table)
-        publish(temps, [output, *extras.values()], settings.force, _cli)
+        publish(temps, [output, *extras.values()], settings.force, settings.cli)
     n, points = len(frames), first.height * first.width * first.samples
     return Stats(
         output=output,
@@ -4162,6 +4225,11 @@ def _path_arg(value: Any, name: str) -> str:
     raise ImgstackError(None, f'{name} must be a str or pathlib.Path, not {value!r}')
 
 
+def _folder_given(path: str) -> ImgstackError:
+    """The error of a folder given as an input, with the pattern meant."""
+    return ImgstackError(path, f'is a directory; did you mean {os.path.join(path, "*.tif")}?')
+
+
 def _same_file(a: str, b: str) -> bool:
     """Whether two names reach the same file, by any path."""
     if os.path.realpath(a) == os.path.realpath(b):
@@ -4186,16 +4254,17 @@ def check_inputs(inputs: Any) -> list[str]:
     try:
         names = [_path_arg(p, 'each input') for p in inputs]
     except TypeError as exc:
-        raise ImgstackError(None, f'inputs must be a path or a sequence of paths, not {inputs!r}') from exc
+        msg = f'inputs must be a path or a sequence of paths, not {inputs!r}'
+        raise ImgstackError(None, msg) from exc
     paths = expand_inputs(names)
     if len(paths) == 1 and os.path.isdir(paths[0]):
-        raise ImgstackError(paths[0], f'is a directory; did you mean {os.path.join(paths[0], "*.tif")}?')
+        raise _folder_given(paths[0])
     if len(paths) < 2:
         raise ImgstackError(paths[0] if paths else None, 'need two or more inputs to stack')
     seen: dict[tuple[int, int], str] = {}
     for path in paths:
         if os.path.isdir(path):
-            raise ImgstackError(path, f'is a directory; did you mean {os.path.join(path, "*.tif")}?')
+            raise _folder_given(path)
         try:
             info = os.stat(path)
         except OSError:
@@ -4245,7 +4314,8 @@ def check_output(
             raise ImgstackError(output, 'exists and is not a regular file')
         if not force:
             raise ImgstackError(
-                None, f'{output} exists: name another OUTPUT, or add {_flag("force", cli)} to replace it')
+                None, f'{output} exists: name another OUTPUT, or add {_flag("force", cli)} '
+                      'to replace it')
     directory = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(directory):
         raise ImgstackError(output, f'directory {directory} does not exist')
@@ -4285,7 +4355,8 @@ def poorly_suited(n: int, method: Method) -> str | None:
     if r == 'gesd' and math.floor(m.gesd[1] * n) < 1:
         return f'with {n} frames, {what} can never reject a value: try --reject {suggest}'
     if r == 'minmax' and n <= sum(m.minmax):
-        return f'with {n} frames, --minmax {m.minmax[0]:g}:{m.minmax[1]:g} keeps no value: try fewer'
+        return (f'with {n} frames, --minmax {m.minmax[0]:g}:{m.minmax[1]:g} keeps no value: '
+                'try fewer')
     if r in ('sigma', 'mad', 'winsorized', 'linear') and n < 6:
         return (f'with {n} frames, {what} rarely tells an outlier from noise: '
                 f'try --reject {suggest}')
@@ -4383,7 +4454,7 @@ class Job:
         try:
             for plane in range(first.planes):
                 out = np.empty((len(rows), first.width, first.contig), first.dtype)
-                for j, (r0, r1) in enumerate(_runs(rows)):
+                for _j, (r0, r1) in enumerate(_runs(rows)):
                     at = int(np.searchsorted(rows, r0))
                     read_rows(frame, fd, plane, r0, r1, out[at:at + r1 - r0])
                 planes.append(out)
@@ -4570,7 +4641,8 @@ def drift_advice(stats: Sequence[FrameStats], alpha: int | None, dtype: np.dtype
     level = np.nanmedian(noise, axis=0)
     with np.errstate(invalid='ignore', divide='ignore'):
         ratio = np.where(level > 0, span / level, np.nan)  # no noise: synthetic
-    c = int(np.nanargmax(np.where(np.isfinite(ratio), ratio, -1))) if np.isfinite(ratio).any() else 0
+    finite = np.isfinite(ratio)
+    c = int(np.nanargmax(np.where(finite, ratio, -1))) if finite.any() else 0
     if not (ratio[c] > 1):
         return None
     unit = 'ADU' if dtype.kind in 'iu' else 'units'
@@ -4748,7 +4820,9 @@ def _open_folder(directory: str) -> int | None:
         return None
 
 
-def publish(temps: Sequence[Temporary], targets: Sequence[str], force: bool, cli: bool = True) -> None:
+def publish(
+    temps: Sequence[Temporary], targets: Sequence[str], force: bool, cli: bool = True,
+) -> None:
     """Move finished temporary files into place, all or none.
 
     Their data are flushed to disk first and they get mode
@@ -5082,7 +5156,8 @@ def _write_map_band(
                 per_pixel += before
             _pwrite_all(temp.fd, np.minimum(per_pixel, 65535).astype(np.uint16), at)
     except OSError as exc:
-        raise ImgstackError(temp.target, f'cannot write the rejection map ({exc.strerror or exc})') from exc
+        cause = f'cannot write the rejection map ({exc.strerror or exc})'
+        raise ImgstackError(temp.target, cause) from exc
 
 
 def compressed_map(
@@ -5470,6 +5545,10 @@ def build_parser() -> argparse.ArgumentParser:
 PARAMETERS = ('percentile', 'minmax', 'gesd')
 """Options that only the rejection of the same name uses."""
 
+OPTIONS = frozenset(inspect.signature(Settings.from_options).parameters) - {'cli'}
+"""The command's flags that are options of a run, by their argparse names
+(a flag left out takes `Settings.from_options`' default)."""
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status.
@@ -5508,33 +5587,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.showwarning = lambda message, *a, **k: reporter.warn(str(message))
             if args.demo is not None:
                 return run_demo(args.demo, reporter, force=args.force)
-            stats = stack_files(
-                args.inputs,
-                args.output,
-                sigma=2.5 if args.sigma is None else args.sigma,
-                sigma_low=args.sigma_low,
-                sigma_high=args.sigma_high,
-                iterations=args.iterations,
-                center='mean' if args.center is None else args.center,
-                reject=args.reject,
-                combine=args.combine,
-                percentile=args.percentile or (0.2, 0.1),
-                minmax=args.minmax or (1, 1),
-                gesd=args.gesd or (0.05, 0.3),
-                normalize=args.normalize,
-                weights=args.weights,
-                valid_range=args.valid_range,
-                dtype=args.dtype,
-                compress=args.compress,
-                memory=args.memory,
-                rows=args.rows,
-                force=args.force,
-                no_alpha=args.no_alpha,
-                rejection_map=args.rejection_map,
-                frame_stats=args.frame_stats,
-                reporter=reporter,
-                _cli=True,
-            )
+            options = {k: v for k, v in vars(args).items() if k in OPTIONS and v is not None}
+            stats = stack_files(args.inputs, args.output, reporter=reporter,
+                                settings=Settings.from_options(cli=True, **options))
         if stats.frame_table and reporter.level >= 2:
             reporter.say(format_frame_table(stats.frame_table), level=2)
         reporter.summary(stats)
@@ -5600,7 +5655,8 @@ def _cli(argv: Sequence[str] | None = None) -> int:
             handler.done = True  # a second signal changes nothing
             signum = getattr(exc, 'signum', signal.SIGINT)
             with contextlib.suppress(OSError, ValueError):
-                sys.stderr.write(f'imgstack: {SIGNALS.get(signum, "interrupted")}; nothing written\n')
+                what = SIGNALS.get(signum, 'interrupted')
+                sys.stderr.write(f'imgstack: {what}; nothing written\n')
             status = 128 + signum
     except BrokenPipeError:
         status = 1
@@ -5632,9 +5688,9 @@ def _budget_of(argv: Sequence[str] | None) -> int:
     """The memory budget that argv asks for (the default where argv is not
     a valid command line: `main` then says why)."""
     quiet = io.StringIO()
-    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
-        with contextlib.suppress(SystemExit):
-            return int(build_parser().parse_intermixed_args(argv).memory)
+    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet), \
+            contextlib.suppress(SystemExit):
+        return int(build_parser().parse_intermixed_args(argv).memory)
     return DEFAULT_MEMORY
 
 

@@ -1,21 +1,31 @@
 # Copyright 2026 The imgstack developers
 # SPDX-License-Identifier: Apache-2.0
-"""Tests of the computation, the streaming and the command line of imgstack.
+"""Tests of the computation, the streaming and the command line of imgstack
+(README, What is computed; and Use).
 
-The file formats are tested in tests/test_files.py, bad input in
-tests/test_errors.py, memory bounds in tests/test_memory.py and the demo and
-messages in tests/test_demo.py.
+The other tests are in tests/, a file per feature: test_rejections.py (every
+rejection and combination), test_night.py (normalization, weights, the valid
+range), test_files.py (the TIFF files read and written), test_errors.py (bad
+input), test_signals.py, test_publish.py, test_memory.py, test_library.py,
+test_messages.py and more; their helpers are in tests/helpers.py, their
+fixtures in conftest.py.
 """
 
+import inspect
 import math
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import imgstack
 from imgstack import ImgstackError, sigma_clipped_mean
+from tests.helpers import run_main, write, write_frames
 
 DTYPES = ['uint8', 'uint16', 'uint32', 'int8', 'int16', 'int32', 'float32', 'float64']
 
@@ -24,7 +34,7 @@ DTYPES = ['uint8', 'uint16', 'uint32', 'int8', 'int16', 'int32', 'float32', 'flo
 
 
 def reference_point(values, valid, low, high, iterations, center):
-    """Sigma-clipped mean of one point, written as the contract says it."""
+    """Sigma-clipped mean of one point, written as README says it."""
     values = np.asarray(values, np.float64)
     good = np.asarray(valid, bool) & ~np.isnan(values)
     kept = values[good]
@@ -80,7 +90,8 @@ def random_stack(dtype, shape, n=12, seed=0):
 @pytest.mark.parametrize('dtype', DTYPES)
 @pytest.mark.parametrize('shape', [(7, 9), (5, 6, 3), (4, 5, 4)], ids=['gray', 'rgb', 'rgba'])
 @pytest.mark.parametrize('center', ['mean', 'median'])
-@pytest.mark.parametrize(('low', 'high', 'iterations'), [(2.0, 2.0, 3), (1.5, 2.5, 5), (3.0, 1.0, 1)])
+@pytest.mark.parametrize(('low', 'high', 'iterations'),
+                         [(2.0, 2.0, 3), (1.5, 2.5, 5), (3.0, 1.0, 1)])
 def test_matches_reference(dtype, shape, center, low, high, iterations):
     stack = random_stack(dtype, shape, seed=len(shape) + iterations)
     valid = np.ones(stack.shape, bool)
@@ -109,7 +120,8 @@ astropy_stats = pytest.importorskip('astropy.stats')
 
 @pytest.mark.parametrize('dtype', ['uint16', 'int16', 'float32', 'float64'])
 @pytest.mark.parametrize('center', ['mean', 'median'])
-@pytest.mark.parametrize(('low', 'high', 'iterations'), [(2.5, 2.5, 1), (2.0, 3.0, 3), (1.5, 1.5, 10)])
+@pytest.mark.parametrize(('low', 'high', 'iterations'),
+                         [(2.5, 2.5, 1), (2.0, 3.0, 3), (1.5, 1.5, 10)])
 def test_matches_astropy(dtype, center, low, high, iterations):
     stack = random_stack(dtype, (30, 40), n=15, seed=iterations)
     clipped = astropy_stats.sigma_clip(
@@ -153,7 +165,8 @@ def test_uint16_mean_rounds_to_nearest(tmp_path):
     out = str(tmp_path / 'out.tif')
     assert imgstack.main(['-q', '-i', '0', out, *paths]) == 0
     assert (tifffile.imread(out) == 10).all()
-    assert imgstack.to_dtype(np.array([9.6, 9.4, -3.0, 70000.0]), np.dtype('uint16')).tolist() == [10, 9, 0, 65535]
+    rounded = imgstack.to_dtype(np.array([9.6, 9.4, -3.0, 70000.0]), np.dtype('uint16'))
+    assert rounded.tolist() == [10, 9, 0, 65535]
 
 
 def test_zero_iterations_is_plain_mean():
@@ -189,13 +202,21 @@ def test_all_rejected_falls_back_to_mean():
     assert rejected == 2
 
 
-def test_no_valid_value_gives_zero():
+def test_no_valid_value_gives_the_plain_mean():
+    # README, What is computed: with no valid value, the plain mean of the
+    # values that are not NaN; NaN where every value is NaN
     stack = np.array([[np.nan, 1.0], [np.nan, 3.0]])
     got, rejected = sigma_clipped_mean(stack)
-    assert got.tolist() == [0.0, 2.0]
+    assert np.isnan(got[0]) and got[1] == 2.0
     valid = np.array([[False, True], [False, False]])
     got, _ = sigma_clipped_mean(np.array([[5, 1], [7, 3]]), valid=valid)
-    assert got.tolist() == [0.0, 1.0]
+    assert got.tolist() == [6.0, 1.0]
+    # a star saturated in every frame stays saturated; a zero border, zero
+    stack = np.array([[65535, 0, 100], [65535, 0, 120], [65535, 0, 110]], np.uint16)
+    for method in ('sigma', 'mad', 'winsorized', 'linear', 'percentile', 'minmax', 'gesd',
+                   'none'):
+        got, _ = imgstack.stack_array(stack, reject=method, valid_range=(1, 65000))
+        assert got[:2].tolist() == [65535.0, 0.0], method
 
 
 def test_bounds_are_inclusive():
@@ -250,14 +271,6 @@ def test_never_rejects():
 # -- streaming equals the in-memory result -----------------------------------
 
 
-def write_stack(tmp_path, stack, **kwargs):
-    paths = []
-    for i, frame in enumerate(stack):
-        paths.append(str(tmp_path / f'in{i:02d}.tif'))
-        tifffile.imwrite(paths[-1], frame, metadata=None, **kwargs)
-    return paths
-
-
 @pytest.mark.parametrize('rows', [1, 3, 7, 1000])
 @pytest.mark.parametrize(
     ('dtype', 'shape', 'kwargs'),
@@ -267,13 +280,14 @@ def write_stack(tmp_path, stack, **kwargs):
         ('float32', (23, 17), {'rowsperstrip': 5}),
         ('int16', (23, 17, 3), {'photometric': 'rgb', 'compression': 'zlib', 'rowsperstrip': 4}),
         ('uint16', (23, 17, 3), {'photometric': 'rgb', 'tile': (16, 16), 'compression': 'lzw'}),
-        ('uint16', (3, 23, 17), {'photometric': 'rgb', 'planarconfig': 'separate', 'rowsperstrip': 6}),
+        ('uint16', (3, 23, 17),
+         {'photometric': 'rgb', 'planarconfig': 'separate', 'rowsperstrip': 6}),
     ],
     ids=['gray-one-strip', 'rgb8', 'float-strips', 'int16-deflate', 'tiles-lzw', 'planar'],
 )
 def test_streamed_equals_in_memory(tmp_path, rows, dtype, shape, kwargs):
     stack = random_stack(dtype, shape, n=9, seed=rows)
-    paths = write_stack(tmp_path, stack, **kwargs)
+    paths = write_frames(tmp_path, stack, **kwargs)
     out = str(tmp_path / 'out.tif')
     stats = imgstack.stack_files(paths, out, sigma=2.0, iterations=3, rows=rows)
     want, rejected = sigma_clipped_mean(stack, sigma=2.0, iterations=3)
@@ -287,21 +301,23 @@ def test_streamed_equals_in_memory(tmp_path, rows, dtype, shape, kwargs):
 def test_one_row_images(tmp_path):
     # a TIFF of one row reads back from tifffile as a 1-D array
     stack = random_stack('uint16', (1, 50), n=6)
-    paths = write_stack(tmp_path, stack)
+    paths = write_frames(tmp_path, stack)
     assert tifffile.imread(paths[0]).shape in [(50,), (1, 50)]
     out = str(tmp_path / 'out.tif')
     assert imgstack.main(['-q', out, *paths]) == 0
     want, _ = sigma_clipped_mean(stack)
-    np.testing.assert_array_equal(tifffile.imread(out).reshape(1, 50), imgstack.to_dtype(want, np.dtype('uint16')))
+    np.testing.assert_array_equal(tifffile.imread(out).reshape(1, 50),
+                                  imgstack.to_dtype(want, np.dtype('uint16')))
 
 
 def test_one_column_rgb(tmp_path):
     stack = random_stack('uint8', (9, 1, 3), n=5)
-    paths = write_stack(tmp_path, stack, photometric='rgb')
+    paths = write_frames(tmp_path, stack, photometric='rgb')
     out = str(tmp_path / 'out.tif')
     assert imgstack.main(['-q', '-r', '2', out, *paths]) == 0
     want, _ = sigma_clipped_mean(stack)
-    np.testing.assert_array_equal(tifffile.imread(out).reshape(9, 1, 3), imgstack.to_dtype(want, np.dtype('uint8')))
+    np.testing.assert_array_equal(tifffile.imread(out).reshape(9, 1, 3),
+                                  imgstack.to_dtype(want, np.dtype('uint8')))
 
 
 # -- the command line ---------------------------------------------------------
@@ -309,7 +325,7 @@ def test_one_column_rgb(tmp_path):
 
 def test_cli_end_to_end_and_library_agree(tmp_path, capsys):
     stack = np.stack(list(imgstack.make_frames(10, 40, 50, channels=3)))
-    paths = write_stack(tmp_path, stack, photometric='rgb')
+    paths = write_frames(tmp_path, stack, photometric='rgb')
     cli_out = str(tmp_path / 'cli.tif')
     status = imgstack.main(['-s', '2.5', '-i', '3', cli_out, str(tmp_path / 'in*.tif')])
     err = capsys.readouterr().err
@@ -317,7 +333,7 @@ def test_cli_end_to_end_and_library_agree(tmp_path, capsys):
     assert 'values rejected' in err and cli_out in err and 'passes' in err
     lib_out = str(tmp_path / 'lib.tif')
     stats = imgstack.stack_files(paths, lib_out, sigma=2.5, iterations=3)
-    assert open(cli_out, 'rb').read() == open(lib_out, 'rb').read()
+    assert Path(cli_out).read_bytes() == Path(lib_out).read_bytes()
     assert stats.frames == 10 and stats.values == stack.size and stats.rejected > 0
     want, rejected = sigma_clipped_mean(stack, sigma=2.5, iterations=3)
     np.testing.assert_array_equal(tifffile.imread(cli_out), imgstack.to_dtype(want, stack.dtype))
@@ -327,12 +343,38 @@ def test_cli_end_to_end_and_library_agree(tmp_path, capsys):
 
 def test_cli_options_reach_the_computation(tmp_path):
     stack = random_stack('float32', (12, 13), n=10, seed=4)
-    paths = write_stack(tmp_path, stack)
+    paths = write_frames(tmp_path, stack)
     out = str(tmp_path / 'out.tif')
     args = ['-q', '--sigma-low', '1.5', '--sigma-high', '3', '-i', '4', '--center', 'median']
     assert imgstack.main([*args, out, *paths]) == 0
-    want, _ = sigma_clipped_mean(stack, sigma_low=1.5, sigma_high=3.0, iterations=4, center='median')
+    want, _ = sigma_clipped_mean(stack, sigma_low=1.5, sigma_high=3.0, iterations=4,
+                                 center='median')
     np.testing.assert_array_equal(tifffile.imread(out), want.astype(np.float32))
+
+
+def test_default_iterations_is_five(tmp_path, capsys):
+    for function in (imgstack.Settings.from_options, imgstack.sigma_clipped_mean,
+                     imgstack.stack_array):  # stack_files' options are Settings'
+        default = inspect.signature(function).parameters['iterations'].default
+        assert default == 5, f'{function.__name__}: iterations={default!r}'
+    # two outliers at one point: the first pass rejects 1000, the second 300
+    rng = np.random.default_rng(3)
+    stack = rng.integers(98, 103, (20, 4, 5)).astype(np.uint16)
+    stack[0, 1, 1], stack[1, 1, 1] = 1000, 300
+    once, _ = imgstack.sigma_clipped_mean(stack, iterations=1)
+    five, _ = imgstack.sigma_clipped_mean(stack, iterations=5)
+    assert once[1, 1] > 105 > five[1, 1]
+    paths = [write(tmp_path / f'in{i:02d}.tif', image) for i, image in enumerate(stack)]
+    out = tmp_path / 'out.tif'
+    result = run_main(capsys, '-q', out, *paths)
+    assert result.status == 0, result.err
+    np.testing.assert_array_equal(tifffile.imread(out), imgstack.to_dtype(five, stack.dtype))
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        imgstack.main(['-h'])
+    text = ' '.join(capsys.readouterr().out.split())
+    match = re.search(r'--iterations N\b(.*?)\(default (\w+)\)', text)
+    assert match and match.group(2) == '5', text
 
 
 @pytest.mark.parametrize(
@@ -372,7 +414,7 @@ def test_version(capsys):
 
 def test_plan_bands_accounts_every_byte(tmp_path):
     stack = random_stack('uint16', (200, 300, 3), n=4)
-    paths = write_stack(tmp_path, stack, photometric='rgb')
+    paths = write_frames(tmp_path, stack, photometric='rgb')
     frames = [imgstack.open_frame(p) for p in paths]
     plan = imgstack.plan_bands(frames, memory=128 * imgstack.MIB, rows=100)  # 16 MiB scratch
     assert plan.rows == 100
@@ -391,7 +433,7 @@ def test_plan_bands_accounts_every_byte(tmp_path):
 
 @pytest.mark.parametrize('reject, scratch', [('winsorized', 64), ('mad', 32)])
 def test_a_run_plans_and_clips_with_its_method_scratch(tmp_path, monkeypatch, reject, scratch):
-    paths = write_stack(tmp_path, random_stack('uint16', (20, 30), n=5))
+    paths = write_frames(tmp_path, random_stack('uint16', (20, 30), n=5))
     seen = {'plan': [], 'clip': []}
     plan, clip = imgstack.plan_bands, imgstack.clip_points
 
@@ -423,7 +465,7 @@ def test_library_accepts_lists_and_leaves_input_alone():
 def test_summary_counts(tmp_path, capsys):
     stack = np.full((8, 4, 5), 100, np.uint16)
     stack[2, 1, 1] = 5000
-    paths = write_stack(tmp_path, stack)
+    paths = write_frames(tmp_path, stack)
     out = str(tmp_path / 'out.tif')
     assert imgstack.main(['-i', '3', out, *paths]) == 0
     err = capsys.readouterr().err
@@ -433,10 +475,6 @@ def test_summary_counts(tmp_path, capsys):
 
 
 # -- properties over random shapes, types, layouts and settings -------------
-
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
 
 @st.composite
 def stacks(draw):
@@ -465,7 +503,7 @@ def test_property_streamed_equals_in_memory_and_reference(
 ):
     directory = tmp_path_factory.mktemp('prop')
     kwargs = {'photometric': 'rgb'} if stack.ndim == 4 else {}
-    paths = write_stack(directory, stack, rowsperstrip=strip, compression=compression, **kwargs)
+    paths = write_frames(directory, stack, rowsperstrip=strip, compression=compression, **kwargs)
     out = str(directory / 'out.tif')
     stats = imgstack.stack_files(paths, out, sigma_low=low, sigma_high=high,
                                  iterations=iterations, center=center, rows=rows)
@@ -533,7 +571,7 @@ def test_scratch_grows_with_the_budget_within_bounds(tmp_path):
     assert imgstack.chunk_scratch(256 * mib) == 32 * mib
     assert imgstack.chunk_scratch(8 << 30) == 4 * imgstack.CHUNK_BYTES
     frames = [imgstack.open_frame(p)
-              for p in write_stack(tmp_path, random_stack('uint16', (20, 30), n=3))]
+              for p in write_frames(tmp_path, random_stack('uint16', (20, 30), n=3))]
     small, large = (imgstack.plan_bands(frames, memory=m, rows=10) for m in (64 * mib, 1 << 30))
     assert large.fixed - small.fixed == 2 * (64 - 16) * mib  # two threads' scratch
     # winsorized takes a 4th of the budget per thread, up to 128 MiB

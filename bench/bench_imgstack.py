@@ -98,7 +98,7 @@ cache within seconds, and the first run after a heavy program is slow):
   on this machine it varies from run to run with the kernel's reclaim),
   the largest peak RSS over the repeats, the ratios to the floor of
   medians and of minimums (the least disturbed runs), and whether the peak
-  RSS stays within the budget plus 64 MiB (CONTRACT.md section 4).
+  RSS stays within the budget plus 64 MiB (README, Memory and speed).
 
 A run that fails (for example an option that imgstack does not have yet)
 is a row marked ``failed`` with the first line of its error output that
@@ -157,7 +157,7 @@ IMGSTACK = REPO / 'imgstack.py'
 MIB = 1 << 20
 
 SLACK_MIB = 64
-"""Interpreter footprint allowed above the budget (CONTRACT.md section 4)."""
+"""Interpreter footprint allowed above the budget (README, Memory and speed)."""
 
 TRAIL_EVERY = 6
 """One frame in this many gets a satellite trail."""
@@ -223,7 +223,7 @@ SIRIL_CASES = {
 }
 """Siril's ``stack`` arguments and the night case each is compared with.
 Siril's sigma clipping is centred on the median and iterates until nothing
-changes; its MAD is not scaled by 1.4826 (CONTRACT.md section 6); its GESD
+changes; its MAD is not scaled by 1.4826 (README, Which rejection?); its GESD
 takes the outlier fraction, then the significance."""
 
 SIRIL_OPT_IN = ('rej-a',)

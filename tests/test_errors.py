@@ -3,28 +3,26 @@
 """Bad input never costs data and never shows a traceback.
 
 Every case below must end with one clear line on stderr that names the file
-and the cause, exit status 1 (2 for argparse usage errors, 130 for Ctrl-C),
-no Python traceback, no OUTPUT written, any existing OUTPUT untouched and no
-temporary file (``.imgstack-*.tmp``) left in the output
-directory (CONTRACT.md sections 1 and 3).
+and the cause, exit status 1 (2 for argparse usage errors), no Python
+traceback, no OUTPUT written, any existing OUTPUT untouched and no
+temporary file (``.imgstack-*.tmp``) left in the output directory (README,
+Errors and exit statuses; and Files, for what is read and what OUTPUT may
+be).  Signals are tested in tests/test_signals.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import faulthandler
-import glob
-import logging
 import os
 import re
 import resource
 import signal
-import struct
+import stat
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,214 +32,27 @@ import pytest
 import tifffile
 
 import imgstack
-
-IMGSTACK = os.path.abspath(imgstack.__file__)
-IS_ROOT = hasattr(os, 'geteuid') and os.geteuid() == 0
-ROOT_REASON = 'runs as root, which ignores file permissions'
-
-# -- helpers -----------------------------------------------------------------
-
-
-def frame(seed: int = 0, shape: Sequence[int] = (20, 30), dtype: Any = np.uint16) -> np.ndarray:
-    """Return a small random image."""
-    rng = np.random.default_rng(seed)
-    dtype = np.dtype(dtype)
-    if dtype.kind == 'f':
-        return rng.random(shape).astype(dtype)
-    if dtype.kind == 'b':
-        return rng.random(shape) > 0.5
-    if dtype.kind == 'c':
-        return (rng.random(shape) + 1j * rng.random(shape)).astype(dtype)
-    info = np.iinfo(dtype)
-    hi = min(int(info.max), 60000)
-    return rng.integers(max(int(info.min), 0), hi, shape, endpoint=True).astype(dtype)
-
-
-def write(path: Path | str, data: np.ndarray | None = None, **kwargs: Any) -> str:
-    """Write a TIFF file (a 20x30 uint16 image by default); return its path."""
-    if data is None:
-        data = frame()
-    kwargs.setdefault('metadata', None)
-    tifffile.imwrite(path, data, **kwargs)
-    return str(path)
-
-
-def in_and_out_dirs(tmp_path):
-    """Make separate folders for the inputs and the outputs."""
-    indir, outdir = tmp_path / 'in', tmp_path / 'out'
-    indir.mkdir()
-    outdir.mkdir()
-    return indir, outdir
-
-
-def pair(tmp_path: Path, **kwargs: Any) -> tuple[str, str]:
-    """Write two valid, stackable inputs."""
-    return (
-        write(tmp_path / 'a.tif', frame(1), **kwargs),
-        write(tmp_path / 'b.tif', frame(2), **kwargs),
-    )
-
-
-@dataclasses.dataclass
-class Result:
-    status: int | str | None
-    out: str
-    err: str
-
-    @property
-    def lines(self) -> list[str]:
-        return [line for line in self.err.splitlines() if line.strip()]
-
-
-@contextlib.contextmanager
-def cli_logging() -> Iterator[None]:
-    """Log as in a fresh interpreter: without handlers on the root logger
-    (pytest installs some), so that a record that passes the 'tifffile'
-    logger's level reaches stderr through `logging.lastResort`, exactly as
-    it would when imgstack.py runs as a program."""
-    root = logging.getLogger()
-    saved = root.handlers[:]
-    root.handlers[:] = []
-    try:
-        yield
-    finally:
-        root.handlers[:] = saved
-
-
-def run_main(capsys: pytest.CaptureFixture[str], *argv: Any) -> Result:
-    """Run ``imgstack.main`` in-process; return status, stdout and stderr."""
-    capsys.readouterr()
-    with cli_logging():
-        try:
-            status = imgstack.main([str(a) for a in argv])
-        except SystemExit as exc:  # argparse usage errors
-            status = exc.code
-        except KeyboardInterrupt:  # would stop the whole pytest session
-            status = 'KeyboardInterrupt escaped main()'
-    out, err = capsys.readouterr()
-    return Result(status, out, err)
-
-
-def run_cli(
-    *argv: Any,
-    preexec_fn: Callable[[], None] | None = None,
-    timeout: float = 60,
-    cwd: str | None = None,
-) -> Result:
-    """Run imgstack.py as a program; return status, stdout and stderr."""
-    env = {**os.environ, 'PYTHONDONTWRITEBYTECODE': '1', 'OPENBLAS_NUM_THREADS': '1'}
-    proc = subprocess.run(
-        [sys.executable, IMGSTACK, *map(str, argv)],
-        capture_output=True, text=True, timeout=timeout,
-        preexec_fn=preexec_fn, cwd=cwd, env=env,
-    )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
-
-
-class Guard:
-    """Remember the output directory and an existing OUTPUT; `check` that
-    neither changed: no new file (OUTPUT, temporary files), OUTPUT absent or
-    byte-identical with the same mtime."""
-
-    def __init__(self, *outputs: Path | str) -> None:
-        self.outputs = [Path(o) for o in outputs]
-        self.dirs = {o.parent.resolve() for o in self.outputs if o.parent.is_dir()}
-        self.listing = {d: sorted(os.listdir(d)) for d in self.dirs}
-        self.state = {o: self._state(o) for o in self.outputs}
-
-    @staticmethod
-    def _state(path: Path) -> tuple[bytes, int] | None:
-        if not os.path.lexists(path):
-            return None
-        st = os.lstat(path)
-        if not os.path.isfile(path):
-            return (b'', st.st_mtime_ns)
-        return path.read_bytes(), st.st_mtime_ns
-
-    def check(self) -> None:
-        for o, before in self.state.items():
-            after = self._state(o)
-            if before is None:
-                assert after is None, f'{o} was written'
-            else:
-                assert after is not None, f'existing {o} was removed'
-                assert after[0] == before[0], f'existing {o} was changed'
-                assert after[1] == before[1], f'existing {o} was touched (mtime)'
-        for d, before in self.listing.items():
-            now = sorted(os.listdir(d))
-            left = sorted(set(now) - set(before))
-            assert not left, f'files left in {d}: {left}'
-            gone = sorted(set(before) - set(now))
-            assert not gone, f'files removed from {d}: {gone}'
-
-
-def assert_error(
-    result: Result,
-    guard: Guard | None,
-    *names: str,
-    code: int = 1,
-    words: Sequence[str] = (),
-    only_line: bool = True,
-) -> str:
-    """Assert the one-line-error contract; return the error line.
-
-    ``names`` must all appear in the error line, ``words`` are regular
-    expressions (case-insensitive) that must match it.  With ``only_line``
-    stderr holds nothing but that line; otherwise it is the last line and
-    the only error line (warnings and progress may come first).
-    """
-    assert 'Traceback' not in result.err, result.err
-    assert result.status == code, (result.status, result.err)
-    lines = result.lines
-    assert lines, 'nothing on stderr'
-    errors = [line for line in lines if line.startswith('imgstack: error')]
-    if only_line:
-        assert len(lines) == 1, f'stderr is not one line: {result.err!r}'
-    assert len(errors) == 1, f'not exactly one error line: {result.err!r}'
-    line = lines[-1]
-    assert line.startswith('imgstack: error:'), f'last line is not the error: {result.err!r}'
-    cause = line
-    for name in names:
-        assert str(name) in line, f'{name!r} not named in {line!r}'
-        cause = cause.replace(str(name), '')
-    for word in words:  # in the cause, not in a file name
-        assert re.search(word, cause, re.IGNORECASE), f'{word!r} not in {line!r}'
-    assert result.out == '', f'stdout: {result.out!r}'
-    if guard is not None:
-        guard.check()
-    return line
-
-
-def temporaries(directory: Path | str) -> list[str]:
-    """Temporary files of imgstack in a directory."""
-    return sorted(glob.glob(os.path.join(glob.escape(str(directory)), '.imgstack-*')))
-
-
-def segments(path: str) -> tuple[list[int], list[int]]:
-    """Return the data offsets and byte counts of the first image."""
-    with tifffile.TiffFile(path) as tif:
-        page = tif.pages.first
-        return list(page.dataoffsets), list(page.databytecounts)
-
-
-def patch_tags(path: str, values: dict[int, int]) -> None:
-    """Overwrite single-valued tags of the first IFD of a little-endian
-    classic TIFF with LONG values."""
-    data = bytearray(Path(path).read_bytes())
-    assert data[:4] == b'II*\x00'
-    ifd = struct.unpack_from('<I', data, 4)[0]
-    count = struct.unpack_from('<H', data, ifd)[0]
-    done = set()
-    for i in range(count):
-        entry = ifd + 2 + 12 * i
-        tag, _, n = struct.unpack_from('<HHI', data, entry)
-        if tag in values:
-            assert n == 1
-            struct.pack_into('<HHII', data, entry, tag, 4, 1, values[tag])
-            done.add(tag)
-    assert done == set(values), 'tag not found'
-    Path(path).write_bytes(data)
-
+from tests.helpers import (
+    IS_ROOT,
+    ROOT_REASON,
+    FileLog,
+    Guard,
+    Result,
+    assert_error,
+    count_reads,
+    frame,
+    in_and_out_dirs,
+    inputs_in,
+    leftovers,
+    pair,
+    patch_tags,
+    real_path,
+    run_cli,
+    run_main,
+    segments,
+    temporaries,
+    write,
+)
 
 # -- inputs that cannot be read ----------------------------------------------
 
@@ -360,6 +171,58 @@ def test_input_corrupt_data(tmp_path, capsys, layout, existing):
     assert_error(result, guard, b, words=['corrupt', rf'rows? {rows}\b'], only_line=False)
 
 
+@pytest.mark.parametrize('kind', ['fifo', '/dev/null'])
+def test_input_not_a_regular_file(tmp_path, kind):
+    """A FIFO (or device) as input is refused before it is opened: no
+    blocking forever in open."""
+    indir, outdir = tmp_path / 'in', tmp_path / 'out'
+    outdir.mkdir()
+    paths = inputs_in(indir, count=2)
+    if kind == 'fifo':
+        special = str(indir / 'fifo.tif')
+        os.mkfifo(special)
+    else:
+        special = kind
+        if not os.path.exists(special):
+            pytest.skip(f'no {special} here')
+    out = outdir / 'out.tif'
+    guard = Guard(out)
+    try:
+        result = run_cli('--center', 'median', out, paths[0], special, paths[1], timeout=10)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f'imgstack blocks on the {kind} input')
+    line = assert_error(result, guard, special, only_line=False)
+    assert line == f'imgstack: error: {special}: not a regular file'
+
+
+@pytest.mark.parametrize('name', ['a\nb.tif', 'a\x1bb.tif', 'a\rb.tif'],
+                         ids=['newline', 'escape', 'return'])
+def test_control_characters_in_a_name(tmp_path, capsys, name):
+    """A missing input whose name holds a newline (or other control
+    character) gives a one-line error, the name escaped."""
+    paths = inputs_in(tmp_path / 'in', count=2)
+    missing = str(tmp_path / 'in' / name)
+    out = tmp_path / 'out.tif'
+    guard = Guard(out)
+    result = run_main(capsys, '--center', 'median', out, *paths, missing)
+    line = assert_error(result, guard, only_line=False)
+    assert all(text.startswith('imgstack: ') for text in result.err.splitlines()), \
+        f'a line of stderr is not a message of its own: {result.err!r}'
+    assert not re.search(r'[\x00-\x09\x0b-\x1f\x7f]', result.err), repr(result.err)
+    assert repr(name)[1:-1] in line, repr(line)
+
+
+def test_directory_input_suggests_a_pattern(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / 'a.tif', frame(1))
+    (tmp_path / 'frames').mkdir()
+    write(tmp_path / 'frames' / 'b.tif', frame(2))
+    guard = Guard(tmp_path / 'out.tif')
+    result = run_main(capsys, '--center', 'median', 'out.tif', 'a.tif', 'frames')
+    line = assert_error(result, guard)
+    assert line == 'imgstack: error: frames: is a directory; did you mean frames/*.tif?'
+
+
 # -- inputs that do not go together ------------------------------------------
 
 
@@ -406,6 +269,42 @@ def test_inputs_differ(tmp_path, capsys, kind):
     assert_error(result, guard, a, c)
 
 
+@pytest.mark.parametrize('order', ['black first', 'white first'])
+def test_mixed_photometric_refused(tmp_path, capsys, order):
+    """A MinIsWhite input and a MinIsBlack input would be averaged inverted:
+    refused, naming both."""
+    kinds = ['minisblack', 'miniswhite']
+    if order == 'white first':
+        kinds.reverse()
+    a = write(tmp_path / 'a.tif', frame(1), photometric=kinds[0])
+    b = write(tmp_path / 'b.tif', frame(2), photometric=kinds[1])
+    c = write(tmp_path / 'c.tif', frame(3), photometric=kinds[0])
+    out = tmp_path / 'out.tif'
+    guard = Guard(out)
+    result = run_main(capsys, '--center', 'median', out, a, c, b)
+    line = assert_error(result, guard, a, b, only_line=False)
+    assert line == f'imgstack: error: {b}: photometric {kinds[1]} differs from {kinds[0]} of {a}'
+
+
+@pytest.mark.parametrize('spelling', ['same', './', 'hard link', 'symlink'])
+def test_same_file_twice_refused(tmp_path, capsys, monkeypatch, spelling):
+    """The same file twice would silently double its weight."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / 'a.tif', frame(1))
+    write(tmp_path / 'b.tif', frame(2))
+    other = {'same': 'b.tif', './': './b.tif', 'hard link': 'link.tif',
+             'symlink': 'sym.tif'}[spelling]
+    if spelling == 'hard link':
+        os.link('b.tif', 'link.tif')
+    elif spelling == 'symlink':
+        os.symlink('b.tif', 'sym.tif')
+    guard = Guard(tmp_path / 'out.tif')
+    result = run_main(capsys, '--center', 'median', 'out.tif', 'a.tif', 'b.tif', other)
+    line = assert_error(result, guard, 'b.tif', other)
+    assert line in (f'imgstack: error: {other}: given twice (also as b.tif)',
+                    f'imgstack: error: b.tif: given twice (also as {other})'), line
+
+
 def test_single_input(tmp_path, capsys):
     a, _ = pair(tmp_path)
     out = tmp_path / 'out.tif'
@@ -424,6 +323,79 @@ def test_no_input(tmp_path, capsys, monkeypatch, argv):
     assert info.value.code == 2
     result = Result(2, *capsys.readouterr())
     assert_error(result, guard, code=2, words=['INPUT'], only_line=False)
+
+
+# -- inputs that change during the run ---------------------------------------
+
+
+@pytest.mark.parametrize('how', ['rewritten in place', 'renamed over', 'longer header'])
+@pytest.mark.parametrize('when', ['after the headers', 'after the first band'])
+def test_input_changed_while_stacking(tmp_path, capsys, monkeypatch, how, when):
+    """An input rewritten or renamed over after its header was read:
+    '<input>: changed while stacking', exit 1, no OUTPUT, nothing left."""
+    indir, outdir = tmp_path / 'in', tmp_path / 'out'
+    outdir.mkdir()
+    paths = inputs_in(indir, rowsperstrip=4)
+    victim = paths[1]
+    out = outdir / 'out.tif'
+    replacement = str(indir / 'new.tif')
+    if how == 'longer header':
+        write(replacement, frame(9, shape=(40, 50)), rowsperstrip=4, description='x' * 600)
+    else:
+        write(replacement, frame(9, shape=(40, 50)), rowsperstrip=4)
+        assert os.path.getsize(replacement) == os.path.getsize(victim)
+    new_bytes = Path(replacement).read_bytes()
+    offset = segments(victim)[0][0]
+    lock, done = threading.Lock(), threading.Event()
+    real_open = os.open
+
+    def change() -> None:
+        with lock:
+            if done.is_set():
+                return
+            done.set()
+            st = os.stat(victim)
+            if how == 'renamed over':  # same size and mtime: only the identity differs
+                os.utime(replacement, ns=(st.st_atime_ns, st.st_mtime_ns))
+                os.replace(replacement, victim)
+                return
+            fd = real_open(victim, os.O_WRONLY)
+            try:
+                if how == 'rewritten in place':  # same inode and size, new pixels, later mtime
+                    os.pwrite(fd, new_bytes[offset:], offset)
+                else:  # same inode, another size
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, new_bytes, 0)
+            finally:
+                os.close(fd)
+            os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+
+    if when == 'after the headers':
+        real_plan = imgstack.plan_bands
+
+        def plan_bands(*a: Any, **k: Any) -> Any:
+            plan = real_plan(*a, **k)
+            change()
+            return plan
+
+        monkeypatch.setattr(imgstack, 'plan_bands', plan_bands)
+    else:
+        opened = []
+        watched = real_path(victim)
+
+        def on_open(path: str) -> None:
+            if path == watched:
+                opened.append(path)
+                if len(opened) == 2:  # the header, then the first band
+                    change()
+
+        FileLog(monkeypatch, indir, on_open=on_open)
+    guard = Guard(out)
+    result = run_main(capsys, '-q', '-r', '4', '--center', 'median', out, *paths)
+    assert done.is_set(), 'the input was never changed: the hook did not fire'
+    line = assert_error(result, guard, victim)
+    assert line == f'imgstack: error: {victim}: changed while stacking'
+    assert leftovers(outdir) == []
 
 
 # -- the output --------------------------------------------------------------
@@ -457,6 +429,61 @@ def test_output_exists_force_replaces(tmp_path, capsys):
     assert result.status == 0, result.err
     assert tifffile.imread(out).shape == (20, 30)
     assert temporaries(tmp_path) == []
+
+
+def test_existing_output_names_both_ways_out(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / 'a.tif', frame(1))
+    write(tmp_path / 'b.tif', frame(2))
+    (tmp_path / 'out.tif').write_bytes(b'precious')
+    guard = Guard(tmp_path / 'out.tif')
+    result = run_main(capsys, '--center', 'median', 'out.tif', 'a.tif', 'b.tif')
+    line = assert_error(result, guard)
+    assert line == ('imgstack: error: out.tif exists: name another OUTPUT, '
+                    'or add --force to replace it')
+
+
+FRAMES = ['f1.tif', 'f2.tif', 'f3.tif', 'f4.tif', 'f5.tif']
+
+
+@pytest.fixture
+def five_frames(tmp_path, monkeypatch):
+    """f1.tif ... f5.tif and g.tif in the current folder."""
+    monkeypatch.chdir(tmp_path)
+    for i, name in enumerate([*FRAMES, 'g.tif']):
+        write(tmp_path / name, frame(i))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ('argv', 'message'),
+    [
+        (FRAMES, 'f1.tif looks like one of the frames (f2.tif ... f5.tif): did you forget OUTPUT?'),
+        (['-f', *FRAMES],
+         'f1.tif looks like one of the frames (f2.tif ... f5.tif): did you forget OUTPUT?'),
+        (['-f', 'f6.tif', *FRAMES],
+         'f6.tif looks like one of the frames (f1.tif ... f5.tif): did you forget OUTPUT?'),
+        (['--force', 'f1.tif', 'f2.tif', 'g.tif'],
+         'f1.tif looks like one of the frames (f2.tif): did you forget OUTPUT?'),
+    ],
+    ids=['no force', 'force', 'new name', 'one match'],
+)
+def test_forgotten_output_refused(five_frames, capsys, argv, message):
+    """``imgstack.py -f f*.tif`` replaced f1.tif with the stack of f2-f5."""
+    guard = Guard(*[five_frames / name for name in [*FRAMES, 'g.tif', 'f6.tif']])
+    result = run_main(capsys, '--center', 'median', *argv)
+    line = assert_error(result, guard)
+    assert line == f'imgstack: error: {message}'
+
+
+@pytest.mark.parametrize('output', ['stack.tif', 'sub/f6.tif', 'F6.tif', 'f6.tiff'],
+                         ids=['other name', 'other folder', 'other case', 'other extension'])
+def test_output_like_a_frame_but_not_one(five_frames, capsys, output):
+    """The counterpart: names that only look alike are accepted."""
+    (five_frames / 'sub').mkdir()
+    result = run_main(capsys, '-q', '--center', 'median', output, *FRAMES)
+    assert result.status == 0, result.err
+    assert tifffile.imread(five_frames / output).shape == (20, 30)
 
 
 @pytest.mark.parametrize('force', [False, True], ids=['', 'force'])
@@ -530,6 +557,112 @@ def test_output_appears_during_run(tmp_path, capsys, monkeypatch, late):
     assert sorted(os.listdir(tmp_path)) == sorted(['a.tif', 'b.tif', target.name])
 
 
+def _special(path: Path, kind: str) -> None:
+    if kind == 'fifo':
+        os.mkfifo(path)
+        return
+    if not IS_ROOT:
+        pytest.skip('making a device node needs root')
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # a /dev/null of our own
+    except PermissionError as exc:
+        pytest.skip(f'device nodes cannot be made here: {exc}')
+
+
+@pytest.mark.parametrize('kind', ['fifo', 'device'])
+def test_output_not_a_regular_file(tmp_path, capsys, kind):
+    """With -f, a FIFO or device node given as OUTPUT is refused, not
+    replaced by a regular file (as root, following the hint with OUTPUT
+    /dev/null would replace /dev/null)."""
+    indir, outdir = tmp_path / 'in', tmp_path / 'out'
+    outdir.mkdir()
+    paths = inputs_in(indir)
+    out = outdir / 'out.tif'
+    _special(out, kind)
+    guard = Guard(out)
+    result = run_main(capsys, '-f', '--center', 'median', out, *paths)
+    line = assert_error(result, guard, str(out), only_line=False)
+    assert line == f'imgstack: error: {out}: exists and is not a regular file'
+    mode = os.lstat(out).st_mode
+    assert stat.S_ISFIFO(mode) if kind == 'fifo' else stat.S_ISCHR(mode)
+
+
+@pytest.mark.parametrize('name', ['out.png', 'out.jpg', 'out.jpeg', 'out.fits'])
+def test_non_tiff_output_refused(tmp_path, capsys, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / 'a.tif', frame(1))
+    write(tmp_path / 'b.tif', frame(2))
+    guard = Guard(tmp_path / name)
+    result = run_main(capsys, '--center', 'median', name, 'a.tif', 'b.tif')
+    line = assert_error(result, guard)
+    assert line == f'imgstack: error: {name}: imgstack writes TIFF: name OUTPUT .tif or .tiff'
+
+
+def test_non_tiff_rejection_map_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / 'a.tif', frame(1))
+    write(tmp_path / 'b.tif', frame(2))
+    guard = Guard(tmp_path / 'out.tif', tmp_path / 'map.png')
+    result = run_main(capsys, '--center', 'median', '--rejection-map', 'map.png',
+                      'out.tif', 'a.tif', 'b.tif')
+    line = assert_error(result, guard, 'map.png')
+    assert line.startswith('imgstack: error: map.png: imgstack writes TIFF'), line
+
+
+@pytest.mark.parametrize(
+    ('spelling', 'existing'),
+    [('directory symlink', True), ('directory symlink', False),
+     ('file symlink', False), ('dotdot', True)],
+)
+def test_rejection_map_reaches_output(tmp_path, capsys, monkeypatch, spelling, existing):
+    """``ln -s . same; -f --rejection-map same/out.tif out.tif``: refused
+    before any work, the existing OUTPUT untouched."""
+    monkeypatch.chdir(tmp_path)
+    paths = [os.path.basename(p) for p in inputs_in(tmp_path, count=2)]
+    (tmp_path / 'sub').mkdir()
+    if spelling == 'directory symlink':
+        os.symlink('.', 'same')
+        rmap = 'same/out.tif'
+    elif spelling == 'file symlink':
+        os.symlink('out.tif', 'link.tif')  # dangling until OUTPUT is written
+        rmap = 'link.tif'
+    else:
+        rmap = 'sub/../out.tif'
+    if existing:
+        Path('out.tif').write_bytes(b'precious stack')
+        os.utime('out.tif', ns=(1_000_000_000, 1_000_000_000))
+    guard = Guard(tmp_path / 'out.tif', tmp_path / 'link.tif')
+    reads = count_reads(monkeypatch)
+    result = run_main(capsys, '-f', '--rejection-map', rmap, 'out.tif', *paths)
+    line = assert_error(result, guard, rmap)
+    assert line == f'imgstack: error: {rmap}: the rejection map cannot be OUTPUT'
+    assert reads == [], f'inputs were read before the refusal: {reads}'
+
+
+@pytest.mark.parametrize(
+    ('args', 'given', 'cause'),
+    [
+        (['', 'a.tif', 'b.tif'], "''", 'empty file name'),
+        (['new.tif/', 'a.tif', 'b.tif'], 'new.tif/', 'names a directory, not a file'),
+        (['--rejection-map', '', 'out.tif', 'a.tif', 'b.tif'], "''", 'empty file name'),
+        (['--rejection-map', 'map.tif/', 'out.tif', 'a.tif', 'b.tif'], 'map.tif/',
+         'names a directory, not a file'),
+    ],
+    ids=['output empty', 'output slash', 'map empty', 'map slash'],
+)
+def test_bad_output_names_refused_at_once(tmp_path, capsys, monkeypatch, args, given, cause):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / 'a.tif', frame(1))
+    write(tmp_path / 'b.tif', frame(2))
+    guard = Guard(tmp_path / 'out.tif')
+    reads = count_reads(monkeypatch)
+    result = run_main(capsys, *args)
+    line = assert_error(result, guard)
+    assert line == f'imgstack: error: {given}: {cause}'
+    assert reads == [], f'inputs were read before the refusal: {reads}'
+    assert not (tmp_path / 'new.tif').exists() and not (tmp_path / 'map.tif').exists()
+
+
 def test_output_directory_missing(tmp_path, capsys):
     a, b = pair(tmp_path)
     out = tmp_path / 'missing' / 'out.tif'
@@ -571,8 +704,8 @@ def test_output_directory_refuses_files_even_as_root(tmp_path, capsys, monkeypat
     monkeypatch.setattr(os, 'open', refusing_open)
     guard = Guard(out)
     result = run_main(capsys, out, a, b)
-    assert_error(result, guard, str(locked), words=['cannot create a file here', 'permission denied'],
-                 only_line=False)
+    assert_error(result, guard, str(locked),
+                 words=['cannot create a file here', 'permission denied'], only_line=False)
 
 
 def _limit_file_size(limit: int) -> Callable[[], None]:
@@ -609,6 +742,19 @@ def test_file_size_limit(tmp_path, case):
     line = assert_error(result, guard, words=[r'too large|file size|limit'], only_line=False)
     assert str(outdir) in line, f'the output (directory) is not named: {line!r}'
     assert temporaries(outdir) == []
+
+
+def test_no_space_for_the_map_names_the_map(tmp_path, capsys, small_filesystem):
+    """ENOSPC while writing the rejection map names the map, not OUTPUT."""
+    indir, outdir = tmp_path / 'in', tmp_path / 'out'
+    outdir.mkdir()
+    paths = inputs_in(indir, shape=(300, 400), dtype=np.uint8)
+    out, rmap = outdir / 'out.tif', small_filesystem / 'rejected.tif'
+    guard = Guard(out, rmap)
+    result = run_main(capsys, '-q', '--rejection-map', rmap, out, *paths)
+    line = assert_error(result, guard, str(rmap), words=['no space'])
+    assert leftovers(outdir) == [] and leftovers(small_filesystem) == []
+    assert str(out) not in line
 
 
 # -- settings ----------------------------------------------------------------
@@ -650,6 +796,14 @@ def test_usage_errors(tmp_path, capsys, args, option):
     assert info.value.code == 2
     result = Result(2, *capsys.readouterr())
     assert_error(result, guard, option, code=2, only_line=False)
+
+
+def test_centre_suggests_center(tmp_path, capsys):
+    a, b = write(tmp_path / 'a.tif', frame(1)), write(tmp_path / 'b.tif', frame(2))
+    guard = Guard(tmp_path / 'out.tif')
+    result = run_main(capsys, '--centre', 'median', tmp_path / 'out.tif', a, b)
+    assert_error(result, guard, code=2, only_line=False)
+    assert 'did you mean --center?' in result.err, result.err
 
 
 @pytest.mark.parametrize(
@@ -733,6 +887,7 @@ def _limit_memory(limit: int) -> Callable[[], None]:
     return preexec
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     'layout', ['uncompressed', 'deflate', 'deflate strips', 'deflate tiles', 'uint16 planar'],
 )
@@ -773,251 +928,6 @@ def test_absurd_header(tmp_path, layout):
     line = assert_error(result, guard, huge)
     assert 'out of memory' not in line
     assert seconds < 15, f'took {seconds:.1f} s'
-
-
-# -- Ctrl-C ------------------------------------------------------------------
-
-
-@pytest.fixture(scope='module')
-def big_frames(tmp_path_factory):
-    """8 frames of 2000x2000 uint16: uncompressed, and single-strip zstd
-    (decoded once to a raw temporary with -r 8)."""
-    directory = tmp_path_factory.mktemp('big')
-    rng = np.random.default_rng(5)
-    base = rng.integers(0, 60000, (2000, 2000), dtype=np.uint16)
-    plain, packed = [], []
-    for i in range(8):
-        image = base + np.uint16(i)
-        plain.append(write(directory / f'plain{i}.tif', image))
-        packed.append(write(directory / f'packed{i}.tif', image, compression='zstd',
-                            compressionargs={'level': 1}, rowsperstrip=2000))
-    return {'plain': plain, 'packed': packed}
-
-
-def _interrupt(
-    argv: Sequence[Any], outdir: Path, trigger: Callable[[int], bool], delay: float
-) -> tuple[Result, bool]:
-    """Start imgstack.py, wait for trigger(pid), sleep delay, send SIGINT.
-
-    Returns the result and whether the signal was sent while it ran.
-    """
-    env = {**os.environ, 'PYTHONDONTWRITEBYTECODE': '1'}
-    proc = subprocess.Popen(
-        [sys.executable, IMGSTACK, *map(str, argv)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while proc.poll() is None and not trigger(proc.pid):
-            if time.monotonic() > deadline:
-                raise AssertionError('trigger never fired')
-            time.sleep(0.0005)
-        time.sleep(delay)
-        sent = proc.poll() is None
-        if sent:
-            proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return Result(proc.returncode, out, err), sent
-
-
-def _assert_interrupted(result: Result, guard: Guard, outdir: Path) -> None:
-    assert 'Traceback' not in result.err, result.err
-    assert result.status == 130, (result.status, result.err)
-    lines = result.lines
-    assert lines and lines[-1].startswith('imgstack:'), result.err
-    assert 'interrupt' in lines[-1].lower(), result.err
-    assert not any(line.startswith('imgstack: error') for line in lines), result.err
-    assert result.out == ''
-    assert temporaries(outdir) == []
-    guard.check()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ('source', 'trigger', 'delay'),
-    [
-        ('plain', 'part', 0.0),
-        ('plain', 'part', 0.1),
-        ('plain', 'part', 0.3),
-        ('packed', 'raw', 0.0),
-        ('packed', 'part', 0.05),
-    ],
-)
-@pytest.mark.parametrize('existing', [False, True], ids=['', 'existing'])
-def test_ctrl_c_while_stacking(tmp_path, big_frames, source, trigger, delay, existing):
-    """SIGINT once a temporary file exists: 130, nothing written or left."""
-    outdir = tmp_path
-    out = outdir / 'out.tif'
-    # winsorized: 2.5 s of stacking on these frames, so that the signal
-    # lands while it runs (the median clip took 0.33 s: on a loaded machine
-    # the 0.3 s delay after the temporary appeared could outlast it)
-    args = ['-r', '8', '--reject', 'winsorized', '-i', '3',
-            '--rejection-map', outdir / 'rejected.tif']
-    if existing:
-        out.write_bytes(b'precious')
-        args.append('--force')
-    guard = Guard(out, outdir / 'rejected.tif')
-    def started(pid: int) -> bool:
-        if trigger == 'part':  # the output's temporary file exists
-            return bool(temporaries(outdir))
-        # decoding beforehand: an unlinked temporary file is open
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f'/proc/{pid}/fd'):
-                with contextlib.suppress(OSError):
-                    target = os.readlink(f'/proc/{pid}/fd/{fd}')
-                    if target.startswith(str(outdir)) and target.endswith('(deleted)'):
-                        return True
-        return False
-
-    result, sent = _interrupt([*args, out, *big_frames[source]], outdir, started, delay)
-    assert sent, f'the run ended before SIGINT: {result.err}'
-    _assert_interrupted(result, guard, outdir)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not os.path.exists('/proc/self/maps'), reason='needs /proc')
-def test_ctrl_c_during_startup(tmp_path, big_frames):
-    """SIGINT while imgstack.py imports numpy (its shared library is mapped,
-    so the interpreter runs and has its SIGINT handler): still 130 and no
-    traceback, as a user who presses Ctrl-C right after Enter sees it."""
-    out = tmp_path / 'out.tif'
-    guard = Guard(out)
-
-    def importing(pid: int) -> bool:
-        try:
-            with open(f'/proc/{pid}/maps') as fh:
-                return '_multiarray_umath' in fh.read()
-        except OSError:
-            return False
-
-    result, sent = _interrupt([out, *big_frames['plain']], tmp_path, importing, 0.0)
-    assert sent
-    _assert_interrupted(result, guard, tmp_path)
-
-
-@pytest.mark.parametrize(
-    ('name', 'nth'),
-    [
-        ('clip_points', 1),
-        ('clip_points', 4),
-        ('to_dtype', 2),
-        ('read_rows', 7),
-        ('_predecode_segments', 2),
-        ('open_frame', 2),
-        ('check_frames', 1),
-        ('plan_bands', 1),
-        ('_pwrite_all', 3),
-    ],
-)
-@pytest.mark.parametrize('existing', [False, True], ids=['', 'existing'])
-def test_ctrl_c_in_process(tmp_path, capsys, monkeypatch, name, nth, existing):
-    """KeyboardInterrupt from inside the run (on the nth call of a function):
-    main returns 130, nothing written, no temporary file left."""
-    indir, outdir = in_and_out_dirs(tmp_path)
-    inputs = [write(indir / f'in{i}.tif', frame(i, shape=(40, 50)), compression='zlib',
-                    rowsperstrip=40) for i in range(3)]
-    out = outdir / 'out.tif'
-    args = ['-r', '4', '--rejection-map', outdir / 'rejected.tif']
-    if existing:
-        out.write_bytes(b'precious')
-        args.append('--force')
-    calls = []
-    original = getattr(imgstack, name)
-
-    def interrupted(*a: Any, **k: Any) -> Any:
-        calls.append(1)
-        if len(calls) == nth:
-            raise KeyboardInterrupt
-        return original(*a, **k)
-
-    monkeypatch.setattr(imgstack, name, interrupted)
-    guard = Guard(out, outdir / 'rejected.tif')
-    result = run_main(capsys, *args, out, *inputs)
-    assert len(calls) >= nth, f'{name} was called {len(calls)} times only'
-    _assert_interrupted(result, guard, outdir)
-
-
-@pytest.mark.slow
-# a signal that lands in a weakref callback or a finalizer is "ignored" by
-# Python itself (printed, not raised); the run then goes on and must still end
-# cleanly, which the test checks
-@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
-def test_ctrl_c_at_every_moment(tmp_path, capsys):
-    """A real SIGINT delivered as imgstack calls any function, for each call
-    of a whole run in turn (deterministic "any moment"): every run ends
-    with 130 and nothing written and nothing left, or, when the signal
-    comes after the outputs are complete, with both complete outputs."""
-    indir, outdir = in_and_out_dirs(tmp_path)
-    # single-strip inputs taller than a band: decoded once to raw temporaries
-    inputs = [write(indir / f'in{i}.tif', frame(i, shape=(16, 20)), compression='zlib',
-                    rowsperstrip=16) for i in range(3)]
-    argv = ['-q', '-r', '4', '--rejection-map', str(outdir / 'rejected.tif'),
-            str(outdir / 'out.tif'), *inputs]
-    assert run_main(capsys, *argv).status == 0
-    reference = {name: (outdir / name).read_bytes() for name in os.listdir(outdir)}
-    assert sorted(reference) == ['out.tif', 'rejected.tif']
-    for name in reference:
-        os.unlink(outdir / name)
-    source = imgstack.__file__
-    failures: list[str] = []
-    n = 0
-    while True:
-        n += 1
-        state: dict[str, Any] = {'calls': 0, 'stacking': False, 'at': None}
-
-        def tracer(frame: Any, event: str, arg: Any, n: int = n, state: Any = state) -> None:
-            if event != 'call':
-                return
-            if frame.f_code.co_name == 'stack_files' and frame.f_code.co_filename == source:
-                state['stacking'] = True
-            caller = frame.f_back
-            if caller is not None and caller.f_code.co_filename == source:
-                state['calls'] += 1
-                if state['calls'] == n:
-                    state['at'] = (f'{caller.f_code.co_name}:{caller.f_lineno} '
-                                   f'calling {frame.f_code.co_name}')
-                    signal.raise_signal(signal.SIGINT)
-
-        capsys.readouterr()
-        previous = sys.gettrace()
-        with cli_logging():
-            sys.settrace(tracer)
-            try:
-                status: Any = imgstack.main(argv)
-            except KeyboardInterrupt:
-                status = 'KeyboardInterrupt escaped main()'
-            except BaseException as exc:  # noqa: BLE001
-                status = f'{type(exc).__name__} escaped main(): {exc}'
-            finally:
-                sys.settrace(previous)
-        err = capsys.readouterr().err
-        if state['at'] is None:  # n is past the last call: all moments done
-            break
-        left = {name: (outdir / name).read_bytes() for name in os.listdir(outdir)}
-        complete = left == reference
-        if status == 130:
-            ok = not left and 'Traceback' not in err and 'interrupt' in err.lower()
-        elif status == 0:
-            ok = complete
-        elif status == 'KeyboardInterrupt escaped main()':
-            # acceptable before the job starts (the program's entry point may
-            # catch it) or after it has finished: never in between
-            ok = (not left and not state['stacking']) or complete
-        else:
-            ok = False
-        if not ok:
-            failures.append(
-                f'SIGINT at {state["at"]}: status {status!r}, left {sorted(left)}'
-                + (f', stderr {err!r}' if 'Traceback' in err else '')
-            )
-        for name in left:
-            os.unlink(outdir / name)
-    assert n > 100, f'only {n} calls traced'
-    assert not failures, f'{len(failures)} of {n - 1} moments fail:\n' + '\n'.join(failures)
 
 
 # -- wildcards ---------------------------------------------------------------

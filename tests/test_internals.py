@@ -1,13 +1,13 @@
 # Copyright 2026 The imgstack developers
 # SPDX-License-Identifier: Apache-2.0
-"""The faster ways of the core give what the plain ways give.
+"""The faster ways of the core give what the plain ways give (README, What
+is computed, "How it is computed"; and Memory and speed).
 
-Issue "Speed on a real night" replaced several steps of the core by faster
-ones: a sorting network for small integers, tables repeated along rows for
+A sorting network for small integers, tables repeated along rows for
 normalization and weights, exact window sums from 32-bit prefix sums, and
-chunk sizes per method.  Each is compared here with the obvious way; the
+chunk sizes per method: each is compared here with the obvious way; the
 methods themselves are compared with an independent reference in
-test_methods.py, and the threshold paths with the window core in
+tests/test_rejections.py, and the threshold paths with the window core in
 test_imgstack.py.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import signal
 import sys
 
 import numpy as np
@@ -401,22 +402,29 @@ def test_mad_first_pass_reads_rows_up_to_its_frames(monkeypatch, dtype):
     assert rows.rejected.sum() > 0 and rows.passes == alone.passes > 1
 
 
-def test_the_command_shortens_the_thread_switch_interval(tmp_path):
+def test_the_command_shortens_the_thread_switch_interval(tmp_path, monkeypatch):
     # a stacking thread waiting for the interpreter lock asks for it after
-    # SWITCH_SECONDS, not Python's 5 ms; a program that imports imgstack
-    # keeps its own interval
+    # SWITCH_SECONDS, not Python's 5 ms: the command's entry point sets it;
+    # main(), the library and a program that imports imgstack keep their own
     before = sys.getswitchinterval()
     paths = []
     for i in range(3):
         path = tmp_path / f'f{i}.tif'
         tifffile.imwrite(path, np.full((4, 5), 100 + i, np.uint16))
         paths.append(str(path))
+    handlers = {s: signal.getsignal(s) for s in imgstack.SIGNALS}
     try:
         sys.setswitchinterval(0.005)
         imgstack.stack_files(paths, str(tmp_path / 'lib.tif'), reject='none')
         assert sys.getswitchinterval() == pytest.approx(0.005)
-        assert imgstack.main(['-q', '--reject', 'none', str(tmp_path / 'cli.tif'), *paths]) == 0
+        assert imgstack.main(['-q', '--reject', 'none', str(tmp_path / 'main.tif'), *paths]) == 0
+        assert sys.getswitchinterval() == pytest.approx(0.005)
+        assert {s: signal.getsignal(s) for s in imgstack.SIGNALS} == handlers
+        monkeypatch.setattr(imgstack, 'tune_allocator', lambda memory: True)
+        assert imgstack._cli(['-q', '--reject', 'none', str(tmp_path / 'cli.tif'), *paths]) == 0
         assert sys.getswitchinterval() == pytest.approx(imgstack.SWITCH_SECONDS)
         assert imgstack.SWITCH_SECONDS < 0.005
     finally:
         sys.setswitchinterval(before)
+        for s, h in handlers.items():
+            signal.signal(s, h)

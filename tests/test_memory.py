@@ -1,62 +1,25 @@
 # Copyright 2026 The imgstack developers
 # SPDX-License-Identifier: Apache-2.0
-"""Memory bounds and file limits (CONTRACT section 4), measured on child
-processes: peak resident memory is the child's own ``ru_maxrss``; and the
-allocator settings of the command (`imgstack.tune_allocator`)."""
+"""Memory bounds and file limits (README, Memory and speed), measured on
+child processes: peak resident memory is the child's own ``ru_maxrss``; and
+the allocator settings of the command (`imgstack.tune_allocator`).
+"""
 
+import gc
 import os
 import re
 import resource
+import signal
 import subprocess
 import sys
+import tracemalloc
 
 import numpy as np
 import pytest
 import tifffile
 
 import imgstack
-
-SCRIPT = imgstack.__file__
-INTERPRETER = 64 * imgstack.MIB  # the contract's allowance for Python itself
-
-
-def run_measured(args, limits=()):
-    """Run imgstack in a fresh measuring process so that RUSAGE_CHILDREN
-    holds this run alone; return (status, stderr, peak RSS bytes)."""
-    code = (
-        'import os, resource, subprocess, sys\n'
-        'limits = eval(sys.argv[1])\n'
-        'def setup():\n'
-        '    for what, value in limits:\n'
-        '        resource.setrlimit(what, (value, value))\n'
-        'p = subprocess.run(sys.argv[2:], preexec_fn=setup, stderr=subprocess.PIPE)\n'
-        'sys.stdout.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024) + "\\n")\n'
-        'sys.stdout.write(str(p.returncode) + "\\n")\n'
-        'sys.stdout.write(p.stderr.decode())\n'
-    )
-    done = subprocess.run(
-        [sys.executable, '-c', code, repr(list(limits)), sys.executable, SCRIPT, *args],
-        capture_output=True, text=True, timeout=600,
-    )
-    peak, status, err = done.stdout.split('\n', 2)
-    return int(status), err, int(peak)
-
-
-@pytest.fixture(scope='module')
-def moderate(tmp_path_factory):
-    """16 frames of 1200x1000 RGB uint16 (7 MB each, 110 MB in all), stored
-    plain and as single-strip LZW."""
-    root = tmp_path_factory.mktemp('moderate')
-    rng = np.random.default_rng(3)
-    sets = {'plain': [], 'lzw1': []}
-    base = rng.normal(3000, 300, (1200, 1000, 3)).astype(np.float32)
-    for i in range(16):
-        frame = (base + rng.normal(0, 40, base.shape)).clip(0, 65535).astype(np.uint16)
-        for name, kwargs in (('plain', {}), ('lzw1', {'compression': 'lzw', 'rowsperstrip': 1200})):
-            path = str(root / f'{name}{i:02d}.tif')
-            tifffile.imwrite(path, frame, photometric='rgb', metadata=None, **kwargs)
-            sets[name].append(path)
-    return root, sets
+from tests.helpers import IMGSTACK, INTERPRETER, run_measured
 
 
 @pytest.mark.slow
@@ -132,8 +95,53 @@ def test_strip_larger_than_budget_is_decoded_in_pieces(tmp_path):
     assert peak <= 64 * imgstack.MIB + INTERPRETER, f'peak RSS {peak / imgstack.MIB:.0f} MiB'
     stack = np.stack([tifffile.imread(p)[2000:2010] for p in paths])
     want, _ = imgstack.sigma_clipped_mean(stack, iterations=2)
-    np.testing.assert_array_equal(tifffile.imread(out)[2000:2010], imgstack.to_dtype(want, stack.dtype))
+    np.testing.assert_array_equal(tifffile.imread(out)[2000:2010],
+                                  imgstack.to_dtype(want, stack.dtype))
     assert not [f for f in os.listdir(tmp_path) if f.endswith(('.part', '.raw'))]
+
+
+def test_per_input_bookkeeping_is_counted(many_strips):
+    """Whatever an input keeps in memory after its header is read (its strip
+    tables: 1 MiB of int64 for 65536 strips before the fix) is counted by
+    `plan_bands`, or not kept at all."""
+    _, paths, _ = many_strips
+    imgstack.open_frame(paths[1])  # warm up: imports and caches
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        first = imgstack.open_frame(paths[0])
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    plan = imgstack.plan_bands([first] * 100, memory=1 << 30, rows=100)
+    assert plan.needed >= 100 * kept, (
+        f'each input keeps {kept} bytes; 100 need {100 * kept / imgstack.MIB:.0f} MiB, '
+        f'the plan counts {plan.needed / imgstack.MIB:.0f} MiB in all')
+
+
+@pytest.mark.slow
+def test_many_strips_stay_in_budget(many_strips):
+    """100 inputs of 65536 strips under -m 48M: peak RSS within the budget
+    plus the interpreter's allowance (203 MiB before the fix).  If 48M
+    cannot hold the tables, the run must say so and name a budget that
+    works, and that budget must hold."""
+    directory, paths, image = many_strips
+    out = str(directory / 'out.tif')
+    budget = '48M'
+    status, err, peak = run_measured(['-q', '-f', '-m', budget, out, *paths])
+    if status == 1 and 'too small' in err:
+        assert err.count('\n') <= 1, err
+        match = re.search(r'-m (\d+M)', err)
+        assert match, err
+        budget = match.group(1)
+        assert imgstack.parse_size(budget) <= 128 * imgstack.MIB, err
+        status, err, peak = run_measured(['-q', '-f', '-m', budget, out, *paths])
+    assert status == 0, err
+    limit = imgstack.parse_size(budget) + INTERPRETER
+    assert peak <= limit, f'peak RSS {peak / imgstack.MIB:.0f} MiB under -m {budget}'
+    np.testing.assert_array_equal(tifffile.imread(out), image)
 
 
 def _glibc_with_mallinfo2():
@@ -197,7 +205,7 @@ def test_allocator_set_for_the_budget(budget):
     memory = imgstack.parse_size(budget)
     done = subprocess.run([sys.executable, '-c', ALLOCATION, str(memory)],
                           capture_output=True, text=True, timeout=60,
-                          cwd=os.path.dirname(SCRIPT))
+                          cwd=os.path.dirname(IMGSTACK))
     assert done.returncode == 0, done.stderr
     tuned, mapped, kept, heaps = done.stdout.split()
     block = 24 * imgstack.MIB
@@ -218,7 +226,15 @@ def test_only_the_command_tunes_the_allocator(tmp_path, monkeypatch):
         paths.append(str(tmp_path / f'in{i}.tif'))
         tifffile.imwrite(paths[-1], np.full((4, 5), i, np.uint16), metadata=None)
     out = str(tmp_path / 'out.tif')
-    assert imgstack.main(['-q', '--reject', 'none', '-m', '2G', out, *paths]) == 0
+    handlers = {s: signal.getsignal(s) for s in imgstack.SIGNALS}
+    try:
+        assert imgstack._cli(['-q', '--reject', 'none', '-m', '2G', out, *paths]) == 0
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    assert calls == [2 << 30]
+    # main() called by a program leaves the process's allocator alone
+    assert imgstack.main(['-q', '-f', '--reject', 'none', '-m', '2G', out, *paths]) == 0
     assert calls == [2 << 30]
     # as a program calls it: its allocator is its own
     imgstack.stack_files(paths, out, reject='none', force=True, memory='2G')

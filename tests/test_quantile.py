@@ -1,8 +1,8 @@
 # Copyright 2026 The imgstack developers
 # SPDX-License-Identifier: Apache-2.0
-"""Student's t quantile ``imgstack.t_quantile`` (Hill 1970, CACM 396).
+"""Student's t quantile ``imgstack._t_quantile`` (Hill 1970, CACM 396).
 
-Generalized ESD needs ``t_quantile(1 - alpha / (2 (m + 1)), df)`` for
+Generalized ESD needs ``_t_quantile(1 - alpha / (2 (m + 1)), df)`` for
 ``m`` up to 10000, so the relative error must stay below 1e-6 against
 ``scipy.stats.t.ppf`` for ``1 <= df <= 10000`` and ``1 - p`` down to about
 5e-8.  SciPy is only the oracle here: imgstack itself never imports it.
@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from imgstack import t_quantile
+from imgstack import _t_quantile
 
 RTOL = 1e-6
 ALPHAS = [0.001, 0.01, 0.05, 0.1, 0.2]
@@ -38,10 +38,10 @@ def gesd_p(alpha, m):
 
 
 def assert_close(p, df, t_dist):
-    """t_quantile(p, df) against SciPy on the broadcast arrays p and df."""
+    """_t_quantile(p, df) against SciPy on the broadcast arrays p and df."""
     p, df = np.broadcast_arrays(np.asarray(p, float), np.asarray(df, float))
     expected = t_dist.ppf(p, df)
-    got = np.array([t_quantile(a, b) for a, b in zip(p.ravel().tolist(), df.ravel().tolist())])
+    got = np.array([_t_quantile(a, b) for a, b in zip(p.ravel().tolist(), df.ravel().tolist())])
     error = np.abs(got - expected.ravel()) / np.abs(expected.ravel())
     worst = int(np.argmax(error))
     assert error[worst] <= RTOL, (
@@ -90,22 +90,22 @@ def test_symmetry(df):
     # p below and above 0.5 whose complement 1 - p is exact
     for p in [2.0**-30, 0.001953125, 0.0625, 0.25, 0.3125, 0.4990234375]:
         assert 1.0 - (1.0 - p) == p
-        assert t_quantile(p, df) == -t_quantile(1.0 - p, df)
-        assert t_quantile(p, df) < 0.0
+        assert _t_quantile(p, df) == -_t_quantile(1.0 - p, df)
+        assert _t_quantile(p, df) < 0.0
     # any other p: the same up to the rounding of 1 - p
     for p in [1e-7, 0.01, 0.05, 0.2, 0.4]:
-        assert t_quantile(p, df) == pytest.approx(-t_quantile(1.0 - p, df), rel=1e-9)
+        assert _t_quantile(p, df) == pytest.approx(-_t_quantile(1.0 - p, df), rel=1e-9)
 
 
 @pytest.mark.parametrize('df', [1, 1.5, 2, 3, 4, 10, 100, 10000, math.inf])
 def test_median_is_zero(df):
-    assert t_quantile(0.5, df) == 0.0
+    assert _t_quantile(0.5, df) == 0.0
 
 
 def test_cauchy_exact():
     # df = 1: t = cot(pi (1 - p))
-    assert t_quantile(0.75, 1) == 1.0
-    assert t_quantile(0.25, 1) == -1.0
+    assert _t_quantile(0.75, 1) == 1.0
+    assert _t_quantile(0.25, 1) == -1.0
     exact = {
         0.875: 1.0 + math.sqrt(2.0),  # cot(pi/8)
         0.9: math.sqrt(5.0 + 2.0 * math.sqrt(5.0)),  # cot(pi/10)
@@ -114,11 +114,12 @@ def test_cauchy_exact():
         2 / 3: 1.0 / math.sqrt(3.0),  # cot(pi/3)
     }
     for p, t in exact.items():
-        assert t_quantile(p, 1) == pytest.approx(t, rel=1e-14)
-        assert t_quantile(1.0 - p, 1) == pytest.approx(-t, rel=1e-14)
+        assert _t_quantile(p, 1) == pytest.approx(t, rel=1e-14)
+        assert _t_quantile(1.0 - p, 1) == pytest.approx(-t, rel=1e-14)
     # far tail: cot(pi q) = 1 / (pi q) (1 - (pi q)**2 / 3 + ...)
     q = 1.0 - (1.0 - 5e-8)  # the tail probability 1 - p holds exactly
-    assert t_quantile(1.0 - q, 1) == pytest.approx(1.0 / (math.pi * q) - math.pi * q / 3.0, rel=1e-14)
+    assert _t_quantile(1.0 - q, 1) == pytest.approx(1.0 / (math.pi * q) - math.pi * q / 3.0,
+                                                   rel=1e-14)
 
 
 def test_df2_exact():
@@ -131,10 +132,11 @@ def test_df2_exact():
         (1.0 + 1.0 / math.sqrt(3.0)) / 2.0: 1.0,
     }
     for p, t in exact.items():
-        assert t_quantile(p, 2) == pytest.approx(t, rel=1e-14)
-        assert t_quantile(1.0 - p, 2) == pytest.approx(-t, rel=1e-14)
+        assert _t_quantile(p, 2) == pytest.approx(t, rel=1e-14)
+        assert _t_quantile(1.0 - p, 2) == pytest.approx(-t, rel=1e-14)
     q = 2.0**-30
-    assert t_quantile(1.0 - q, 2) == pytest.approx((1.0 - 2.0 * q) / math.sqrt(2.0 * q * (1.0 - q)), rel=1e-14)
+    assert _t_quantile(1.0 - q, 2) == pytest.approx(
+        (1.0 - 2.0 * q) / math.sqrt(2.0 * q * (1.0 - q)), rel=1e-14)
 
 
 @pytest.mark.parametrize('df', [1, 1.5, 2, 3, 4, 6, 10, 99, 100, 1000, 10000])
@@ -143,32 +145,32 @@ def test_near_the_median(df):
     density = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
     for d in [2.0**-52, 1e-12, 1e-9]:
         p = 0.5 + d
-        assert t_quantile(p, df) == pytest.approx((p - 0.5) / density, rel=1e-9)
-        assert t_quantile(1.0 - p, df) == pytest.approx(-(p - 0.5) / density, rel=1e-9)
+        assert _t_quantile(p, df) == pytest.approx((p - 0.5) / density, rel=1e-9)
+        assert _t_quantile(1.0 - p, df) == pytest.approx(-(p - 0.5) / density, rel=1e-9)
 
 
 def test_large_df_is_normal():
     z = 1.959963984540054  # the 0.975 normal quantile
-    assert t_quantile(0.975, math.inf) == pytest.approx(z, rel=1e-14)
-    assert t_quantile(0.975, 1e30) == pytest.approx(z, rel=1e-14)
-    assert t_quantile(0.975, 1e8) == pytest.approx(z * (1 + (z * z + 1) / 4e8), rel=1e-12)
+    assert _t_quantile(0.975, math.inf) == pytest.approx(z, rel=1e-14)
+    assert _t_quantile(0.975, 1e30) == pytest.approx(z, rel=1e-14)
+    assert _t_quantile(0.975, 1e8) == pytest.approx(z * (1 + (z * z + 1) / 4e8), rel=1e-12)
 
 
 def test_far_tails_stay_finite():
     for df in [1.5, 2.5, 3, 10, 100, 1000, 10000]:
         for p in [1e-300, 1e-100, 1e-20, 1 - 2.0**-53]:
-            t = t_quantile(p, df)
+            t = _t_quantile(p, df)
             assert math.isfinite(t) and (t < 0) == (p < 0.5)
-    assert t_quantile(1e-300, 1.0) == pytest.approx(-1.0 / (math.pi * 1e-300), rel=1e-14)
+    assert _t_quantile(1e-300, 1.0) == pytest.approx(-1.0 / (math.pi * 1e-300), rel=1e-14)
 
 
 @pytest.mark.parametrize('p', [0.0, 1.0, -0.1, 1.5, math.nan, math.inf])
 def test_bad_p(p):
     with pytest.raises(ValueError, match=r'^p '):
-        t_quantile(p, 10)
+        _t_quantile(p, 10)
 
 
 @pytest.mark.parametrize('df', [0.999, 0.5, 0.0, -3.0, math.nan])
 def test_bad_df(df):
     with pytest.raises(ValueError, match=r'^df '):
-        t_quantile(0.9, df)
+        _t_quantile(0.9, df)

@@ -1,9 +1,11 @@
 # Copyright 2026 The imgstack developers
 # SPDX-License-Identifier: Apache-2.0
-"""Tests of every rejection and combination of CONTRACT.md section 6.
+"""Every rejection and combination (README, What is computed; and Which
+rejection?, for where imgstack differs from Siril): in memory against an
+independent reference, then through files and the command line.
 
 ``imgstack.stack_array`` is compared with a reference written here from the
-words of section 6 alone: plain Python loops over the values of one point,
+words of README alone: plain Python loops over the values of one point,
 in float64 (sums with ``math.fsum``), slow and obvious.  The comparisons run
 on random stacks with planted outliers, NaN, a ``valid`` mask and a
 ``valid_range``, for every rejection x every combination, in float64 and
@@ -11,13 +13,13 @@ uint16; hand-checkable vectors follow, with the arithmetic in comments.
 
 Where float rounding may decide (a value within 1e-9, relative, of a bound;
 a winsorization that converges right at its threshold; a GESD statistic at
-its critical value, where ``imgstack.t_quantile`` is an approximation), the
+its critical value, where ``imgstack._t_quantile`` is an approximation), the
 reference marks the point as *near*: only there may the library differ, at
-no more than 0.5 % of the points.  Where section 6 leaves a choice open
+no more than 0.5 % of the points.  Where README leaves a choice open
 (which of two equal values a linear fit ranks first, which of two values
 equally far from the mean GESD removes first), every choice is accepted.
 
-Readings of section 6 that the reference makes (each has a test below):
+Readings of README that the reference makes (each has a test below):
 
 - ``winsorized``: every repetition clamps a fresh copy of the kept values
   (the textbook Huber winsorization; Siril clamps one copy again and
@@ -33,6 +35,11 @@ Readings of section 6 that the reference makes (each has a test below):
   ``iterations`` is (it caps only sigma, mad, winsorized and linear).
 - A point whose values were all rejected gets the (weighted) mean of its
   valid values whatever ``combine`` is; ``rejected`` counts them all.
+
+Through files, the job must give the in-memory result for every method,
+layout and band height, with NaN, alpha and a valid range; the command line
+must refuse a parameter of another method, and warn when a method suits the
+frame count poorly.
 """
 
 from __future__ import annotations
@@ -44,14 +51,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
+import tifffile
 from astropy import stats as astropy_stats
 from scipy import stats as scipy_stats
 
 import imgstack
+from tests.helpers import write_frames
 
 MAD_SCALE = 1.482602218505602  # 1 / Phi^-1(3/4): MAD -> SD of a normal
 NEAR = 1e-9  # relative distance to a bound below which rounding may decide
-T_TOL = 5e-5  # relative error allowed to imgstack.t_quantile (Hill 1970)
+T_TOL = 5e-5  # relative error allowed to imgstack._t_quantile (Hill 1970)
 REJECTS = ['sigma', 'mad', 'winsorized', 'linear', 'percentile', 'minmax', 'gesd', 'none']
 COMBINES = ['mean', 'median', 'min', 'max']
 DEFAULTS = {
@@ -60,7 +69,7 @@ DEFAULTS = {
 }
 
 
-# -- the reference: one point at a time, straight from section 6 -------------
+# -- the reference: one point at a time, straight from README ----------------
 
 
 def _mean(x: Sequence[float]) -> float:
@@ -187,7 +196,7 @@ def ref_minmax(x, low, high):
     return [i not in dropped for i in range(k)], False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def t_ppf(p: float, df: int) -> float:
     return float(scipy_stats.t.ppf(p, df))
 
@@ -299,11 +308,14 @@ def reference_kept(values, ok, reject: str, **settings) -> Outcome:
 
 
 def reference_combine(values, ok, kept, combine: str, weights=None) -> float:
-    """Combine the kept values of one point; all rejected -> mean of the valid ones."""
+    """Combine the kept values of one point; all rejected -> mean of the
+    valid ones; none valid -> the plain mean of the values that are not NaN
+    (NaN if every value is)."""
     w = [1.0] * len(values) if weights is None else [float(v) for v in weights]
     valid = [i for i in range(len(values)) if ok[i]]
     if not valid:
-        return 0.0
+        plain = [float(v) for v in values if not math.isnan(float(v))]
+        return math.fsum(plain) / len(plain) if plain else math.nan
     use = [i for i in valid if kept[i]]
     if not use or combine == 'mean':
         use = use or valid
@@ -342,7 +354,7 @@ def reference(stack, reject, valid=None, valid_range=None, **settings) -> list[O
 SHAPE = (8, 25)  # 200 points: the 0.5 % allowance near bounds is one point
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def random_case(n: int, dtype: str, seed: int):
     """A stack (n, *SHAPE) with its `valid` mask and `valid_range`."""
     rng = np.random.default_rng(seed)
@@ -378,9 +390,12 @@ def random_case(n: int, dtype: str, seed: int):
 SETTINGS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     'sigma': [
         ('default', {}),
-        ('median-1.7-2.9-i3', {'center': 'median', 'sigma_low': 1.7, 'sigma_high': 2.9, 'iterations': 3}),
-        ('mean-2.2-1.3-i1', {'center': 'mean', 'sigma_low': 2.2, 'sigma_high': 1.3, 'iterations': 1}),
-        ('median-0.45-0.65-i10', {'center': 'median', 'sigma_low': 0.45, 'sigma_high': 0.65, 'iterations': 10}),
+        ('median-1.7-2.9-i3',
+         {'center': 'median', 'sigma_low': 1.7, 'sigma_high': 2.9, 'iterations': 3}),
+        ('mean-2.2-1.3-i1',
+         {'center': 'mean', 'sigma_low': 2.2, 'sigma_high': 1.3, 'iterations': 1}),
+        ('median-0.45-0.65-i10',
+         {'center': 'median', 'sigma_low': 0.45, 'sigma_high': 0.65, 'iterations': 10}),
         ('mean-1.5-i0', {'sigma': 1.5, 'iterations': 0}),
     ],
     'mad': [
@@ -433,7 +448,7 @@ def case_seed(reject: str, index: int, n: int, dtype: str) -> int:
     return 1000 * REJECTS.index(reject) + 100 * index + 2 * n + (dtype == 'uint16')
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reference_case(reject: str, index: int, n: int, dtype: str) -> list[Outcome]:
     stack, valid, valid_range = random_case(n, dtype, case_seed(reject, index, n, dtype))
     return reference(stack, reject, valid, valid_range, **SETTINGS[reject][index][1])
@@ -441,7 +456,7 @@ def reference_case(reject: str, index: int, n: int, dtype: str) -> list[Outcome]
 
 def check_against_reference(stack, outcomes, *, reject, combine, settings, valid=None,
                             valid_range=None, weights=None):
-    """stack_array keeps what the reference allows and combines it as section 6 says."""
+    """stack_array keeps what the reference allows and combines it as README says."""
     got, rejected, kept = imgstack.stack_array(
         stack, reject=reject, combine=combine, valid=valid, valid_range=valid_range,
         weights='none' if weights is None else weights, return_mask=True, **settings,
@@ -457,7 +472,8 @@ def check_against_reference(stack, outcomes, *, reject, combine, settings, valid
     wrong, near = [], []
     for j, outcome in enumerate(outcomes):
         flags = kept[:, j]
-        key = tuple(sorted(values[flags, j].tolist())) if outcome.by_value else tuple(flags.tolist())
+        key = (tuple(sorted(values[flags, j].tolist())) if outcome.by_value
+               else tuple(flags.tolist()))
         if key not in outcome.options:
             (near if outcome.near else wrong).append(
                 f'point {j}: values {values[:, j].tolist()} valid {ok[:, j].astype(int).tolist()} '
@@ -465,8 +481,10 @@ def check_against_reference(stack, outcomes, *, reject, combine, settings, valid
             )
         # whatever was kept, the result is its combination
         want = reference_combine(values[:, j], ok[:, j], flags, combine, weights)
-        if not math.isclose(got[j], want, rel_tol=1e-9, abs_tol=1e-12):
-            wrong.append(f'point {j}: values {values[:, j].tolist()} kept {flags.astype(int).tolist()}: '
+        if not (math.isclose(got[j], want, rel_tol=1e-9, abs_tol=1e-12)
+                or math.isnan(got[j]) and math.isnan(want)):
+            wrong.append(f'point {j}: values {values[:, j].tolist()} '
+                         f'kept {flags.astype(int).tolist()}: '
                          f'{combine} is {want!r}, stack_array gives {got[j]!r}')
     assert not wrong, '\n'.join(wrong[:5])
     assert len(near) <= 0.005 * len(outcomes), '\n'.join(near[:5])
@@ -530,7 +548,8 @@ def test_random_cases_have_ties():
 # -- the reference against astropy and published numbers ---------------------
 
 @pytest.mark.parametrize('center', ['mean', 'median'])
-@pytest.mark.parametrize(('low', 'high', 'iterations'), [(2.5, 2.5, 1), (1.7, 2.9, 1), (2.0, 2.0, 5), (1.3, 2.2, 10)])
+@pytest.mark.parametrize(('low', 'high', 'iterations'),
+                         [(2.5, 2.5, 1), (1.7, 2.9, 1), (2.0, 2.0, 5), (1.3, 2.2, 10)])
 def test_reference_sigma_is_astropy_sigma_clip(center, low, high, iterations):
     stack, valid, _ = random_case(15, 'float64', 99)
     ok = valid_values(stack, valid)
@@ -543,7 +562,7 @@ def test_reference_sigma_is_astropy_sigma_clip(center, low, high, iterations):
                          iterations=iterations, center=center)
     differ = [j for j, o in enumerate(outcomes) if tuple(astropy_kept[:, j]) not in o.options]
     # one pass: the same; more: astropy re-tests every value each pass and
-    # may restore one that a later pass's bounds take back in (section 2)
+    # may restore one that a later pass's bounds take back in (README, What is computed)
     assert len(differ) <= (0 if iterations == 1 else 0.005 * len(outcomes))
     assert sum(kept_count(o) for o in outcomes) < 0.97 * ok.sum()
 
@@ -586,7 +605,8 @@ def test_reference_gesd_reproduces_rosner():
 
 def test_stack_array_gesd_reproduces_rosner():
     stack = np.array(ROSNER)[:, None]
-    got, rejected, kept = imgstack.stack_array(stack, reject='gesd', gesd=(0.05, 0.19), return_mask=True)
+    got, rejected, kept = imgstack.stack_array(stack, reject='gesd', gesd=(0.05, 0.19),
+                                               return_mask=True)
     assert kept[:, 0].tolist() == [True] * 51 + [False] * 3
     assert rejected == 3
     assert got[0] == pytest.approx(math.fsum(ROSNER[:-3]) / 51, rel=1e-12)
@@ -597,8 +617,8 @@ def test_t_quantile_matches_scipy(df):
     # Hill's approximation is good to about 1e-5; a wrong tail, a two-sided p
     # or a degree of freedom off by one are off by far more
     for p in [0.75, 0.9, 0.95, 0.975, 0.99, 0.995, 0.999, 0.9999, 1 - 0.05 / 48, 1 - 0.01 / 6]:
-        assert imgstack.t_quantile(p, df) == pytest.approx(t_ppf(p, df), rel=T_TOL)
-    assert imgstack.t_quantile(0.1, df) == pytest.approx(-t_ppf(0.9, df), rel=T_TOL)
+        assert imgstack._t_quantile(p, df) == pytest.approx(t_ppf(p, df), rel=T_TOL)
+    assert imgstack._t_quantile(0.1, df) == pytest.approx(-t_ppf(0.9, df), rel=T_TOL)
 
 
 # -- hand-checkable vectors -----------------------------------------------------
@@ -658,10 +678,10 @@ HAND = [
     # (astropy's sigma_clip would take it back: 11.333)
     ('sigma-cumulative', [0, 0, 1, 11, 11, 12], {'sigma': 1.0, 'iterations': 2}, '000110', 11.0),
     # values exactly on a bound are kept: m = 10, [10 - 5, 10 + 5] keeps 5 and 15
-    ('percentile-on-bound', [10, 10, 15, 10, 5], {'reject': 'percentile', 'percentile': (0.5, 0.5)},
-     '11111', 10.0),
-    ('percentile-off-bound', [10, 10, 15, 10, 5], {'reject': 'percentile', 'percentile': (0.4, 0.4)},
-     '11010', 10.0),
+    ('percentile-on-bound', [10, 10, 15, 10, 5],
+     {'reject': 'percentile', 'percentile': (0.5, 0.5)}, '11111', 10.0),
+    ('percentile-off-bound', [10, 10, 15, 10, 5],
+     {'reject': 'percentile', 'percentile': (0.4, 0.4)}, '11010', 10.0),
     # a gradient across the frames (a sky brightening) with frame 4 hit: the
     # sorted 10 20 ... 100 200 on ranks 1..11 fit y = -16.36 + 14.09 r; the
     # residuals run 12.27 8.18 ... -24.55 and 61.36 for 200; d = 15.62:
@@ -676,11 +696,11 @@ HAND = [
     ('all-rejected', [2, 4], {'sigma': 0.5}, '00', 3.0),
     ('all-rejected-max', [2, 4], {'sigma': 0.5, 'combine': 'max'}, '00', 3.0),
     # k = 3 <= LOW + HIGH = 3: nothing kept, the mean of all three
-    ('all-rejected-median', [2, 4, 100], {'reject': 'minmax', 'minmax': (2, 1), 'combine': 'median'},
-     '000', 106 / 3),
+    ('all-rejected-median', [2, 4, 100],
+     {'reject': 'minmax', 'minmax': (2, 1), 'combine': 'median'}, '000', 106 / 3),
     # k = 2 <= LOW + HIGH: nothing kept; the mean of the two
     ('minmax-too-few', [4, 8], {'reject': 'minmax', 'combine': 'min'}, '00', 6.0),
-    # the ties of section 6: of the equal lowest values, the first frame's goes
+    # the ties of README, Which rejection?: of the equal lowest values, the first frame's goes
     ('minmax-low-tie', [7, 3, 8, 3, 9, 5], {'reject': 'minmax'}, '101101', 5.75),
     ('minmax-low-ties', [5, 1, 1, 1, 9], {'reject': 'minmax', 'minmax': (2, 0)}, '10011', 5.0),
     # MAD 0 (four of five equal): d = 0, every value off the median goes
@@ -700,7 +720,8 @@ HAND = [
 #   x     106     95    104     96    103     97
 #   R_j  2.249  2.055  1.944  2.029  1.837  1.900
 #   l_j  2.708  2.681  2.652  2.620  2.586  2.548   no R_j > l_j: nothing goes
-GESD_20 = [100, 102, 98, 101, 99, 103, 97, 100, 104, 96, 100, 101, 99, 102, 98, 100, 106, 95, 101, 99]
+GESD_20 = [100, 102, 98, 101, 99, 103, 97, 100, 104, 96,
+           100, 101, 99, 102, 98, 100, 106, 95, 101, 99]
 # The same with frame 7's 100 hit to 130 (mean 101.55, sample SD 7.20):
 #   j       1      2      3      4      5      6
 #   x     130    106     95    104     96    103
@@ -725,27 +746,32 @@ def expected_outcome(values, settings):
 def test_hand_vectors(values, settings, kept, result):
     reject, combine, s = expected_outcome(values, settings)
     stack = np.array(values, np.float64)[:, None]
-    got, rejected, mask = imgstack.stack_array(stack, reject=reject, combine=combine, return_mask=True, **s)
+    got, rejected, mask = imgstack.stack_array(stack, reject=reject, combine=combine,
+                                               return_mask=True, **s)
     assert ''.join('1' if f else '0' for f in mask[:, 0]) == kept
     assert rejected == kept.count('0')
     assert got[0] == pytest.approx(result, rel=1e-12)
     # uint16 frames of the same integers give the same answer
     if all(float(v).is_integer() for v in values):
-        got16, rejected16 = imgstack.stack_array(stack.astype(np.uint16), reject=reject, combine=combine, **s)
+        got16, rejected16 = imgstack.stack_array(stack.astype(np.uint16), reject=reject,
+                                                 combine=combine, **s)
         assert got16[0] == pytest.approx(got[0], rel=1e-12) and rejected16 == rejected
 
 
-@pytest.mark.parametrize(('name', 'values', 'settings', 'kept', 'result'), HAND, ids=[h[0] for h in HAND])
+@pytest.mark.parametrize(('name', 'values', 'settings', 'kept', 'result'), HAND,
+                         ids=[h[0] for h in HAND])
 def test_reference_hand_vectors(name, values, settings, kept, result):
     # the reference gives the hand-computed answers too, and no rounding
     # decides them (but where values sit on a bound on purpose)
     reject, combine, s = expected_outcome(values, settings)
     flags = [c == '1' for c in kept]
     outcome = reference_kept(values, [True] * len(values), reject, **s)
-    key = tuple(sorted(float(v) for v, f in zip(values, flags) if f)) if outcome.by_value else tuple(flags)
+    key = (tuple(sorted(float(v) for v, f in zip(values, flags) if f)) if outcome.by_value
+           else tuple(flags))
     assert outcome.options == {key}
     assert outcome.near == name.endswith('on-bound')
-    assert reference_combine(values, [True] * len(values), flags, combine) == pytest.approx(result, rel=1e-12)
+    combined = reference_combine(values, [True] * len(values), flags, combine)
+    assert combined == pytest.approx(result, rel=1e-12)
 
 
 def test_minmax_high_tie_drops_the_last_frame():
@@ -771,7 +797,8 @@ def test_winsorized_clamps_the_kept_values_afresh():
                                                return_mask=True)
     assert kept[:, 0].all() and rejected == 0 and got[0] == pytest.approx(12.6, rel=1e-12)
     assert ref_winsorized_pass(values, 1.5, 1.5) == ([True] * 5, False)
-    assert ref_winsorized_pass(values, 1.5, 1.5, fresh=False) == ([True, False, True, True, True], False)
+    assert ref_winsorized_pass(values, 1.5, 1.5, fresh=False) == (
+        [True, False, True, True, True], False)
 
 
 @pytest.mark.parametrize('reject', REJECTS)
@@ -786,14 +813,16 @@ def test_values_that_are_not_valid_are_neither_used_nor_rejected(reject):
         (np.array(V, np.uint16), {'valid_range': (None, 49)}),
     ]
     for values, extra in cases:
-        got, rejected, kept = imgstack.stack_array(values[:, None], return_mask=True, **settings, **extra)
+        got, rejected, kept = imgstack.stack_array(values[:, None], return_mask=True, **settings,
+                                                   **extra)
         assert kept[:, 0].tolist() == [True] * 5 + [False]
         assert rejected == 0 and got[0] == pytest.approx(10.8, rel=1e-12)
 
 
 def test_valid_range_is_inclusive_and_one_sided():
     stack = np.array(V, np.float64)[:, None]
-    for valid_range, want in [((10, 50), 52 / 3), ((11, None), 21.0), ((None, 10), 10.0), ((10.5, 11.5), 11.0)]:
+    for valid_range, want in [((10, 50), 52 / 3), ((11, None), 21.0), ((None, 10), 10.0),
+                              ((10.5, 11.5), 11.0)]:
         got, rejected = imgstack.stack_array(stack, reject='none', valid_range=valid_range)
         assert got[0] == pytest.approx(want, rel=1e-12) and rejected == 0
 
@@ -811,18 +840,22 @@ def test_valid_mask_broadcasts():
     assert rejected == 0
 
 
-def test_no_valid_value_gives_zero():
+def test_no_valid_value_gives_the_plain_mean():
+    # README, What is computed: the plain mean of the values that are not
+    # NaN, whatever the rejection and combination; NaN if every value is NaN
     cases = [
-        (np.full((3, 1), np.nan), {}),
-        (np.ones((3, 1)), {'valid': np.zeros((3, 1), bool)}),
-        (np.array([[5], [6], [7]], np.uint16), {'valid_range': (8, None)}),
+        (np.full((3, 1), np.nan), {}, math.nan),
+        (np.ones((3, 1)), {'valid': np.zeros((3, 1), bool)}, 1.0),
+        (np.array([[5], [6], [7]], np.uint16), {'valid_range': (8, None)}, 6.0),
+        (np.array([[5], [np.nan], [8]]), {'valid_range': (9, None)}, 6.5),
     ]
     for reject in REJECTS:
         for combine in COMBINES:
-            for stack, extra in cases:
+            for stack, extra, want in cases:
                 got, rejected, kept = imgstack.stack_array(
                     stack, reject=reject, combine=combine, return_mask=True, **extra)
-                assert got.tolist() == [0.0] and rejected == 0 and not kept.any()
+                assert got[0] == want or math.isnan(want) and math.isnan(got[0])
+                assert rejected == 0 and not kept.any()
 
 
 def test_infinity_is_a_valid_value():
@@ -857,7 +890,8 @@ def test_weights_change_the_mean_only(reject, dtype):
     stack, valid, valid_range = random_case(n, dtype, case_seed(reject, index, n, dtype))
     settings = SETTINGS[reject][index][1]
     w = np.random.default_rng(17).uniform(0.2, 5.0, n)
-    common = {'reject': reject, 'valid': valid, 'valid_range': valid_range, 'return_mask': True, **settings}
+    common = {'reject': reject, 'valid': valid, 'valid_range': valid_range, 'return_mask': True,
+              **settings}
     plain, plain_rejected, plain_kept = imgstack.stack_array(stack, **common)
     got, rejected, kept = imgstack.stack_array(stack, weights=w, **common)
     # rejection is unweighted: the same values are kept
@@ -886,7 +920,8 @@ def test_weights_change_the_mean_only(reject, dtype):
 def test_sigma_clipped_mean_is_stack_array(kwargs, dtype):
     stack, valid, _ = random_case(12, dtype, 23)
     a, a_rejected = imgstack.sigma_clipped_mean(stack, valid=valid, **kwargs)
-    b, b_rejected = imgstack.stack_array(stack, reject='sigma', combine='mean', valid=valid, **kwargs)
+    b, b_rejected = imgstack.stack_array(stack, reject='sigma', combine='mean', valid=valid,
+                                         **kwargs)
     np.testing.assert_array_equal(a, b)
     assert a_rejected == b_rejected
     _, _, a_kept = imgstack.sigma_clipped_mean(stack, valid=valid, return_mask=True, **kwargs)
@@ -921,3 +956,182 @@ def test_sigma_clipped_mean_is_stack_array(kwargs, dtype):
 def test_bad_arguments_name_themselves(kwargs, name):
     with pytest.raises(ValueError, match=name):
         imgstack.stack_array(np.ones((5, 2, 2)), **kwargs)
+
+
+# -- through files and the command line --------------------------------------
+
+
+LAYOUTS = {
+    'strips': {'rowsperstrip': 3},
+    'tiles': {'tile': (16, 16)},
+    'planar': {'planarconfig': 'separate', 'rowsperstrip': 5},
+    'one strip deflate': {'compression': 'zlib', 'rowsperstrip': 1000},
+}
+
+
+def night(n: int, shape: tuple[int, ...], dtype: str = 'uint16', seed: int = 0,
+          drift: float = 60.0) -> np.ndarray:
+    """Frames of one scene with a drifting sky, noise and outliers."""
+    rng = np.random.default_rng(seed)
+    scene = rng.uniform(900, 1500, shape)
+    frames = scene + rng.normal(0, 20, (n, *shape)) + rng.uniform(-drift, drift, n).reshape(
+        (n,) + (1,) * len(shape))
+    hits = rng.random(frames.shape) < 0.03
+    frames[hits] = rng.uniform(5000, 20000, hits.sum())
+    if dtype == 'uint16':
+        return np.rint(frames).astype(np.uint16)
+    out = frames.astype(dtype)
+    out[rng.random(out.shape) < 0.02] = np.nan
+    return out
+
+
+def write_night(directory, stack: np.ndarray, **kwargs) -> list[str]:
+    """Write the frames of `night`: RGB with 3 or 4 samples (the 4th alpha)."""
+    image = stack[0]
+    photometric = 'rgb' if image.ndim == 3 and image.shape[-1] in (3, 4) else 'minisblack'
+    extra = {'extrasamples': [2]} if image.ndim == 3 and image.shape[-1] == 4 else {}
+    return write_frames(directory, stack, photometric=photometric, **extra, **kwargs)
+
+
+# planar: the slowest layout (three planes a band), in the full suite only
+@pytest.mark.parametrize('layout', [pytest.param(k, marks=pytest.mark.slow) if k == 'planar' else k
+                                    for k in LAYOUTS])
+@pytest.mark.parametrize('reject', REJECTS)
+def test_streamed_equals_in_memory_every_method(tmp_path, reject, layout):
+    stack = night(11, (23, 37, 3))
+    paths = write_night(tmp_path, stack, **LAYOUTS[layout])
+    combine = COMBINES[REJECTS.index(reject) % 4]
+    for rows in (1, 7, 1000):
+        out = str(tmp_path / f'out{rows}.tif')
+        imgstack.stack_files(paths, out, reject=reject, combine=combine, rows=rows,
+                             memory='64M', force=True)
+        want, _ = imgstack.stack_array(stack, reject=reject, combine=combine)
+        np.testing.assert_array_equal(tifffile.imread(out), imgstack.to_dtype(want, stack.dtype))
+
+
+@pytest.mark.parametrize('combine', COMBINES)
+@pytest.mark.parametrize('reject', REJECTS)
+def test_valid_values_every_method(tmp_path, reject, combine):
+    """NaN, a valid range and alpha mark values that no method sees."""
+    stack = night(9, (14, 19), dtype='float32', seed=3)
+    paths = write_night(tmp_path, stack, rowsperstrip=4)
+    out = str(tmp_path / 'out.tif')
+    imgstack.stack_files(paths, out, reject=reject, combine=combine, rows=5,
+                         valid_range=(800.0, 4000.0))
+    want, _ = imgstack.stack_array(stack, reject=reject, combine=combine,
+                                   valid_range=(800.0, 4000.0))
+    got = tifffile.imread(out)
+    np.testing.assert_allclose(got, want.astype(np.float32), rtol=1e-6)
+    # the valid range took the outliers out: what is left is the scene's level
+    assert np.nanmax(got) < 4000
+    # alpha: transparent pixels count in no statistic
+    rgba = np.concatenate([night(9, (14, 19, 3), seed=4),
+                           np.full((9, 14, 19, 1), 65535, np.uint16)], axis=-1)
+    rgba[2, 5:9, :, 3] = 0  # frame 2 transparent in rows 5-8
+    rgba[2, 5:9, :, :3] = 60000
+    (tmp_path / 'rgba').mkdir()
+    paths = write_night(tmp_path / 'rgba', rgba, rowsperstrip=3)
+    imgstack.stack_files(paths, out, reject=reject, combine=combine, rows=4, force=True)
+    valid = np.broadcast_to(rgba[..., 3:] == 65535, rgba.shape)
+    want, _ = imgstack.stack_array(rgba, reject=reject, combine=combine, valid=valid)
+    got = tifffile.imread(out)
+    np.testing.assert_array_equal(got[..., :3], imgstack.to_dtype(want, rgba.dtype)[..., :3])
+    assert got[5:9, :, :3].max() < 20000  # the transparent 60000 is not there
+
+
+@pytest.mark.parametrize(
+    ('args', 'words'),
+    [
+        (['--percentile', '0.2:0.1'], '--percentile applies to --reject percentile only'),
+        (['--reject', 'sigma', '--minmax', '1:1'], '--minmax applies to --reject minmax only'),
+        (['--reject', 'mad', '--gesd', '0.05:0.3'], '--gesd applies to --reject gesd only'),
+        (['--reject', 'minmax', '-s', '3'], 'do not apply to --reject minmax'),
+        (['--reject', 'percentile', '--sigma-low', '2'], 'do not apply to --reject percentile'),
+        (['--reject', 'mad', '--center', 'median'], '--center applies to --reject sigma only'),
+        (['--percentile', '1.5:0.1', '--reject', 'percentile'], None),
+        (['--minmax', '1', '--reject', 'minmax'], 'LOW:HIGH'),
+        (['--reject', 'median'], 'invalid choice'),
+        (['--combine', 'average'], 'invalid choice'),
+    ],
+)
+def test_parameters_of_another_method_are_usage_errors(tmp_path, capsys, args, words):
+    paths = write_night(tmp_path, night(8, (6, 7)))
+    out = tmp_path / 'out.tif'
+    with pytest.raises(SystemExit) as exc:
+        code = imgstack.main([*args, str(out), *paths])
+        raise SystemExit(code)
+    err = capsys.readouterr().err
+    if words is None:  # a bad value in range: one error line, status 1
+        assert exc.value.code == 1 and 'percentile must be' in err
+    else:
+        assert exc.value.code == 2 and words in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ('n', 'args', 'words'),
+    [
+        (5, [], 'with 5 frames, sigma clipping can never reject a value: try --reject percentile'),
+        (4, ['--reject', 'mad'], 'with 4 frames, MAD clipping rarely tells an outlier from noise: '
+                                 'try --reject percentile'),
+        (10, ['--reject', 'gesd'], 'with 10 frames, generalized ESD has little power: '
+                                   'try --reject winsorized'),
+        (3, ['--reject', 'gesd'], 'with 3 frames, generalized ESD can never reject a value'),
+        (2, ['--reject', 'minmax'], 'with 2 frames, --minmax 1:1 keeps no value'),
+    ],
+)
+def test_poorly_suited_methods_are_named_with_advice(tmp_path, capsys, n, args, words):
+    paths = write_night(tmp_path, night(n, (6, 7)))
+    assert imgstack.main([*args, str(tmp_path / 'out.tif'), *paths]) == 0
+    assert words in capsys.readouterr().err
+    with pytest.warns(imgstack.ImgstackWarning, match=words.split(':')[0]):
+        reject = args[1] if args else 'sigma'
+        imgstack.stack_files(paths, str(tmp_path / 'lib.tif'), reject=reject)
+
+
+@pytest.mark.parametrize('args', [[], ['--reject', 'winsorized'], ['--reject', 'percentile']])
+def test_well_suited_methods_say_nothing(tmp_path, capsys, args):
+    paths = write_night(tmp_path, night(24 if not args else 10, (6, 7), drift=0.0))
+    assert imgstack.main([*args, str(tmp_path / 'out.tif'), *paths]) == 0
+    assert 'warning' not in capsys.readouterr().err
+
+
+def test_median_stack_removes_a_person_standing_still(tmp_path):
+    """A photographer's figure in 4 of 15 frames survives every sigma clip,
+    and a median stack removes it."""
+    rng = np.random.default_rng(9)
+    scene = rng.uniform(2000, 3000, (30, 40))
+    stack = scene + rng.normal(0, 80, (15, 30, 40))
+    stack[3:7, 10:20, 10:20] = 9000  # the person, in frames 3 to 6
+    stack = np.rint(stack).astype(np.uint16)
+    paths = write_night(tmp_path, stack)
+    for args, worst in ((['--reject', 'none', '--combine', 'median'], 300), ([], None)):
+        out = tmp_path / 'out.tif'
+        assert imgstack.main(['-q', '-f', *args, str(out), *paths]) == 0
+        error = np.abs(tifffile.imread(out).astype(float) - scene)[10:20, 10:20].mean()
+        if worst is None:
+            assert error > 1000  # sigma clipping keeps it
+        else:
+            assert error < worst
+
+
+@pytest.mark.parametrize(
+    ('args', 'recorded'),
+    [
+        ([], '-s 2.5 -i 5 --center mean; 8 frames'),
+        (['--reject', 'minmax'], ': --reject minmax --minmax 1:1; 8 frames'),
+        (['--reject', 'winsorized', '-s', '3'], ': --reject winsorized -s 3 -i 5; 8 frames'),
+        (['--reject', 'none', '--combine', 'median'], ': --reject none --combine median; 8 frames'),
+    ],
+)
+def test_description_is_a_command_line_that_works(tmp_path, args, recorded):
+    """ImageDescription records the options that apply, so that they can be
+    given again: no -s or --center for a method that refuses them."""
+    paths = write_night(tmp_path, night(8, (6, 7), drift=0.0))
+    out = tmp_path / 'out.tif'
+    assert imgstack.main(['-q', *args, str(out), *paths]) == 0
+    with tifffile.TiffFile(out) as tif:
+        description = tif.pages.first.tags['ImageDescription'].value
+    assert description.endswith(recorded), description
+    options = description.split(': ', 1)[1].rsplit(';', 1)[0].split()
+    assert imgstack.main(['-q', '-f', *options, str(out), *paths]) == 0

@@ -784,6 +784,7 @@ class Clipped:
     kept: np.ndarray | None = None  # bool (n, points) with want_mask
     frame_low: np.ndarray | None = None  # int64 (n, channels) with want_mask
     frame_high: np.ndarray | None = None
+    unranged: int = 0  # points with no valid value: their plain mean
 
 
 def clip_points(
@@ -874,6 +875,7 @@ def clip_points(
     frame_low = np.zeros((n, channels), np.int64) if counts else None
     frame_high = np.zeros((n, channels), np.int64) if counts else None
     lock = threading.Lock()
+    unranged: list[int] = []
 
     # rows of the tables as long as a chunk, shared by the chunks
     width = min(size, npoints)
@@ -904,6 +906,12 @@ def clip_points(
         passes = chunk(x, a, b)
         if scale != 1.0:
             result[a:b] /= scale
+        if valid is not None or values.dtype.kind == 'f':
+            found = _plain_where_none_valid(
+                values[:, a:b], None if valid is None else valid[:, a:b], result[a:b])
+            if found:
+                with lock:
+                    unranged.append(found)
         return passes
 
     def chunk(x: np.ndarray, a: int, b: int) -> int:
@@ -937,7 +945,33 @@ def clip_points(
         return passes
 
     passes = max(map_(work, bounds), default=0)
-    return Clipped(result, rejected, low, passes, kept, frame_low, frame_high)
+    return Clipped(result, rejected, low, passes, kept, frame_low, frame_high, sum(unranged))
+
+
+def _plain_where_none_valid(x: np.ndarray, valid: np.ndarray | None, result: np.ndarray) -> int:
+    """Give the points of a chunk that have no valid value the plain mean
+    of their values that are not NaN, as given (before normalization): a
+    star saturated in every frame stays saturated, a border zero in every
+    frame stays zero; NaN where every value is NaN.  Return how many.
+
+    Every path leaves 0 at such points, so only those are looked at."""
+    with np.errstate(invalid='ignore'):
+        candidates = np.flatnonzero(~(result != 0))  # 0, or NaN
+    if not candidates.size:
+        return 0
+    values = x[:, candidates]
+    ok = ~np.isnan(values) if values.dtype.kind == 'f' else np.ones(values.shape, bool)
+    if valid is not None:
+        ok &= valid[:, candidates]
+    none = ~ok.any(axis=0)
+    if not none.any():
+        return 0
+    plain = values[:, none].astype(np.float64)
+    count = (~np.isnan(plain)).sum(axis=0)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        result[candidates[none]] = np.where(
+            count > 0, np.nansum(plain, axis=0) / count, np.nan)
+    return int(none.sum())
 
 
 SAFE_TOP = 2.0 ** 500
@@ -4182,6 +4216,9 @@ percentile, minmax, gesd
         if rmap is not None and settings.codec is not None:
             index = 1 + names.index('rejection_map')
             temps[index] = compressed_map(rmap, first, plan.strip_rows, settings.codec, stack)
+        if job.unranged:
+            _warn(f'{job.unranged:,} points had no valid value; they keep the plain mean of '
+                  'their values (NaN where every value is NaN)')
         table = job.table()
         if 'frame_stats' in extras:
             write_frame_stats(temps[1 + names.index('frame_stats')], table)
@@ -4399,7 +4436,7 @@ class Job:
         self.factor: np.ndarray | None = None  # (n, samples)
         self.offset: np.ndarray | None = None
         self.weights: np.ndarray | None = None
-        self.rejected = self.low = self.passes = 0
+        self.rejected = self.low = self.passes = self.unranged = 0
         self.frame_low = np.zeros((n, channels), np.int64)
         self.frame_high = np.zeros((n, channels), np.int64)
         self.want_frames = False
@@ -4566,6 +4603,7 @@ class Job:
             del valid
             self.rejected += int(core.rejected.sum())
             self.low += int(core.low.sum())
+            self.unranged += core.unranged
             self.passes = max(self.passes, core.passes)
             if self.want_frames:
                 cols = slice(plane, plane + 1) if first.planar else slice(None)

@@ -4433,6 +4433,7 @@ class Job:
         first = frames[0]
         n, channels = len(frames), first.samples
         self.stats: list[FrameStats] = []
+        self.borders: list[np.ndarray] = []  # zero borders: left, right, top, bottom
         self.factor: np.ndarray | None = None  # (n, samples)
         self.offset: np.ndarray | None = None
         self.weights: np.ndarray | None = None
@@ -4460,10 +4461,12 @@ class Job:
         both = len(rows) * SAMPLE_BYTES * first.width * first.samples * WORKERS <= room
         if both and len(self.frames) > 1:
             with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
-                self.stats = list(pool_map(pool, lambda f: self._frame_sample(f, rows),
-                                           self.frames))
+                samples = list(pool_map(pool, lambda f: self._frame_sample(f, rows),
+                                        self.frames))
         else:
-            self.stats = [self._frame_sample(f, rows) for f in self.frames]
+            samples = [self._frame_sample(f, rows) for f in self.frames]
+        self.stats = [st for st, _ in samples]
+        self.borders = [border for _, border in samples]
         data = self.stats
         if self.alpha is not None:  # alpha is not normalized nor weighted
             data = [dataclasses.replace(st, location=st.location.copy(), scale=st.scale.copy(),
@@ -4482,9 +4485,15 @@ class Job:
             advice = drift_advice(self.stats, self.alpha, first.dtype)
             if advice:
                 _warn(advice)
+        low = None if s.valid_range is None else s.valid_range[0]
+        if low is None or low <= 0:
+            advice = border_advice(self.borders)
+            if advice:
+                _warn(advice)
 
-    def _frame_sample(self, frame: Frame, rows: np.ndarray) -> FrameStats:
-        """Read the sample rows of one frame; return its statistics."""
+    def _frame_sample(self, frame: Frame, rows: np.ndarray) -> tuple[FrameStats, np.ndarray]:
+        """Read the sample rows of one frame; return its statistics and its
+        zero borders (`zero_borders`)."""
         first = self.frames[0]
         planes = []
         fd = open_input(frame)
@@ -4502,7 +4511,8 @@ class Job:
         sample = planes[0] if len(planes) == 1 else np.concatenate(planes, axis=-1)
         a = None if self.alpha is None else sample[np.newaxis, ..., self.alpha:self.alpha + 1]
         valid = self._valid(sample[np.newaxis], a, self.alpha)
-        return frame_statistics(sample, None if valid is None else valid[0])
+        stats = frame_statistics(sample, None if valid is None else valid[0])
+        return stats, zero_borders(sample, rows, first.height)
 
     def _valid(
         self, values: np.ndarray, a: np.ndarray | None, alpha: int | None,
@@ -4666,9 +4676,50 @@ def _runs(rows: np.ndarray) -> Iterator[tuple[int, int]]:
         yield int(part[0]), int(part[-1]) + 1
 
 
+def zero_borders(sample: np.ndarray, rows: np.ndarray, height: int) -> np.ndarray:
+    """The widths of the runs of zero pixels (every sample 0) along the
+    left, right, top and bottom edges of a frame, from its sample rows
+    ``(rows, width, samples)``: the median over the rows of the zeros at
+    each end of a row; the leading and trailing rows of the sample that
+    are zero (the sample holds the first and last rows of the frame)."""
+    nonzero = (sample != 0).any(axis=-1)
+    width = nonzero.shape[1]
+    some = nonzero.any(axis=1)
+    left = np.where(some, nonzero.argmax(axis=1), width)
+    right = np.where(some, nonzero[:, ::-1].argmax(axis=1), width)
+    top = bottom = 0
+    if rows.size and rows[0] == 0:
+        top = int(some.argmax()) if some.any() else rows.size
+    if rows.size and rows[-1] == height - 1:
+        bottom = int(some[::-1].argmax()) if some.any() else rows.size
+    return np.array([int(np.median(left)) if left.size else 0,
+                     int(np.median(right)) if right.size else 0, top, bottom])
+
+
+def border_advice(borders: Sequence[np.ndarray]) -> str | None:
+    """Return the warning of zero borders that differ between frames (what
+    registration leaves where a frame was shifted), or None: averaged with
+    the other frames they darken the result's edges."""
+    if len(borders) < 2:
+        return None
+    widths = np.array(borders)
+    if not widths.any() or (widths == widths[0]).all():  # none, or every frame's own
+        return None
+    edges = [f'{widths[:, k].max()} at the {name}' for k, name in
+             enumerate(('left', 'right', 'top', 'bottom')) if widths[:, k].max() > 0]
+    frames = int((widths > 0).any(axis=1).sum())
+    return (f'{frames} of {len(borders)} frames have borders of zeros (up to '
+            f'{", ".join(edges)}, in pixels), as registration leaves them; averaged with '
+            'the other frames they darken the edges: try --valid-range 1: to leave zeros out')
+
+
 def drift_advice(stats: Sequence[FrameStats], alpha: int | None, dtype: np.dtype) -> str | None:
     """Return the drift warning when the frames' background levels spread
-    more than their noise (per channel, alpha excepted), or None."""
+    more than their noise (per channel, alpha excepted), or None.  It
+    suggests multiplicative normalization when the frames' spreads follow
+    their levels (exposure flicker, bleaching: the image scales), additive
+    when they do not (sky glow: the image shifts); the unit is ADU only for
+    16- and 32-bit integers of one channel (a camera's raw counts)."""
     loc = np.array([s.location for s in stats])
     noise = np.array([s.noise for s in stats])
     if alpha is not None:
@@ -4683,10 +4734,36 @@ def drift_advice(stats: Sequence[FrameStats], alpha: int | None, dtype: np.dtype
     c = int(np.nanargmax(np.where(finite, ratio, -1))) if finite.any() else 0
     if not (ratio[c] > 1):
         return None
-    unit = 'ADU' if dtype.kind in 'iu' else 'units'
+    unit = 'ADU' if dtype.kind in 'iu' and dtype.itemsize >= 2 and loc.shape[1] == 1 else 'units'
+    scale = np.array([s.scale for s in stats])
+    if alpha is not None:
+        scale = np.delete(scale, alpha, axis=1)
+    mode = 'multiplicative' if _scales_with_level(loc, scale) else 'additive'
     return (f'frame backgrounds span {span[c]:.4g} {unit}, {ratio[c]:.0f} times their noise; '
-            'sky changes will be rejected as outliers, or widen the spread so that '
-            'outliers hide (try --normalize additive)')
+            'changes of the light between frames will be rejected as outliers, or widen '
+            f'the spread so that outliers hide (try --normalize {mode})')
+
+
+LEVEL_SLOPE = 0.75
+"""Slope of log spread on log level from which frames count as scaled
+(flicker, bleaching) rather than shifted (sky glow): between photon
+noise's 0.5 and a scaled image's 1."""
+
+
+def _scales_with_level(loc: np.ndarray, scale: np.ndarray) -> bool:
+    """Whether the frames' spreads grow with their levels as a scaled image's
+    do: the slope of log spread on log level, over frames and channels,
+    nearer 1 than 0 (photon noise alone gives 0.5)."""
+    along = across = 0.0  # the slope's sums, pooled over channels
+    for c in range(loc.shape[1]):
+        ok = (loc[:, c] > 0) & (scale[:, c] > 0) & np.isfinite(loc[:, c] + scale[:, c])
+        if ok.sum() < 3:
+            continue
+        x, y = np.log(loc[ok, c]), np.log(scale[ok, c])
+        x -= x.mean()
+        along += float((x * (y - y.mean())).sum())
+        across += float((x * x).sum())
+    return across > 0 and along / across > LEVEL_SLOPE
 
 
 def write_frame_stats(temp: Temporary, table: list[dict[str, Any]]) -> None:
@@ -5366,8 +5443,9 @@ def run_demo(directory: str, reporter: Reporter, force: bool = False) -> int:
     raw = os.path.join(directory, 'not-normalized.tif')
     rmap = os.path.join(directory, 'rejected.tif')
     before = stack_files(paths, raw, force=True, reporter=Reporter(0))
-    stats = stack_files(paths, output, force=True, rejection_map=rmap, normalize='additive',
-                        reporter=reporter)
+    # the sky brightens and thin cloud dims whole frames: the frames scale
+    stats = stack_files(paths, output, force=True, rejection_map=rmap,
+                        normalize='multiplicative', reporter=reporter)
     reporter.summary(stats)
     result = tifffile.imread(output).astype(np.float64)
     unnormalized = tifffile.imread(raw).astype(np.float64)
@@ -5384,17 +5462,17 @@ def run_demo(directory: str, reporter: Reporter, force: bool = False) -> int:
         ('plain average:', after[0], ''),
         (f'sigma-clipped ({os.path.basename(raw)}):', after[1],
          f'   ({before.percent:.2f}% of values rejected)'),
-        ('--normalize additive (stacked.tif):', after[2],
+        ('--normalize multiplicative (stacked.tif):', after[2],
          f'   ({stats.percent:.2f}% of values rejected)'),
     ]
     reporter.say(
         f'wrote {count} frames into {directory}; frame {trail} has a satellite trail, and the\n'
         f'sky drifts from frame to frame (median level {min(levels):.0f} to {max(levels):.0f}).\n'
         'mean brightness along the trail above the sky there:\n'
-        + ''.join(f'  {label:<38}{value:10.1f}{note}\n' for label, value, note in rows)
+        + ''.join(f'  {label:<44}{value:10.1f}{note}\n' for label, value, note in rows)
         + 'without normalization the changes of the sky widen the spread of every\n'
-        'point, and outliers hide in it; normalized, the sky of each frame is moved\n'
-        'to the mean level first, so that only outliers are rejected.\n'
+        'point, and outliers hide in it; normalized, each frame is scaled to the\n'
+        'mean level first, so that only outliers are rejected.\n'
         f'the count of rejected values per pixel is in {rmap}'
     )
     counts = tifffile.imread(rmap, key=0).astype(np.float64)

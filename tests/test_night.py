@@ -257,7 +257,8 @@ def test_drift_warning_on_the_command_line(tmp_path, capsys, step, warned):
     assert (DRIFT in err) == warned, err
     if warned:
         m = re.search(r'frame backgrounds span ([\d.e+]+) ADU, (\d+) times their noise; '
-                      r'sky changes will be rejected as outliers, or widen the spread so that '
+                      r'changes of the light between frames will be rejected as outliers, or '
+                      r'widen the spread so that '
                       r'outliers hide \(try --normalize additive\)', err)
         assert m, err
         span = levels.max() - levels.min()
@@ -762,7 +763,8 @@ def test_demo_shows_what_normalization_changes(tmp_path, capsys):
     low, high = map(float, re.search(r'median level (\d+) to (\d+)', err).groups())
     assert high - low > 100 and DRIFT in err
     raw = re.search(r'sigma-clipped \(not-normalized\.tif\):\s+(\S+)\s+\(([\d.]+)%', err)
-    normalized = re.search(r'--normalize additive \(stacked\.tif\):\s+(\S+)\s+\(([\d.]+)%', err)
+    normalized = re.search(r'--normalize multiplicative \(stacked\.tif\):\s+(\S+)\s+\(([\d.]+)%',
+                           err)
     assert raw and normalized, err
     # the trail's excess over the sky: smaller normalized
     assert abs(float(normalized.group(1))) < abs(float(raw.group(1))), err

@@ -4,6 +4,8 @@
 What is computed): points with no valid value keep their plain mean, zero
 borders and drifting levels are named in the data's own terms."""
 
+import re
+
 import numpy as np
 import pytest
 import tifffile
@@ -105,3 +107,36 @@ def test_drift_warning_speaks_units_for_photographs(tmp_path, capsys):
     result = run_main(capsys, str(tmp_path / 'out.tif'), *paths)
     warning = [line for line in result.lines if 'frame backgrounds span' in line]
     assert len(warning) == 1 and ' units, ' in warning[0] and 'ADU' not in warning[0]
+
+
+@pytest.mark.parametrize(('n', 'options'), [(4, ['--reject', 'none']), (16, ['--reject', 'none']),
+                                            (16, []), (9, ['--normalize', 'multiplicative'])])
+def test_the_summary_gives_the_result_quality(tmp_path, capsys, n, options):
+    rng = np.random.default_rng(n)
+    gains = np.linspace(0.9, 1.1, n) if '--normalize' in options else np.ones(n)
+    stack = np.stack([1000 * g + rng.normal(0, 20, (120, 160)) * g for g in gains])
+    paths = write_frames(tmp_path, stack.astype(np.float32))
+    out = str(tmp_path / 'out.tif')
+    result = run_main(capsys, *options, out, *paths)
+    assert result.status == 0, result.err
+    summary = [line for line in result.lines if line.startswith('stacked')][0]
+    found = re.search(r"noise ([\d.]+) of a frame's, worth ([\d.]+) frames", summary)
+    ratio, worth = found.groups()
+    assert float(ratio) == pytest.approx(1 / np.sqrt(n), rel=0.06)
+    assert float(worth) == pytest.approx(n, rel=0.12)
+    stats = imgstack.stack_files(paths, out, force=True, **{
+        o.lstrip('-'): v for o, v in zip(options[::2], options[1::2])})
+    assert stats.noise_ratio == pytest.approx(float(ratio), abs=0.006)
+    assert stats.effective_frames == pytest.approx(1 / stats.noise_ratio ** 2)
+
+
+def test_the_result_quality_per_channel_with_verbose(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    noise = np.array([10.0, 20.0, 40.0])
+    stack = 1000 + rng.normal(0, 1, (9, 60, 80, 3)) * noise  # frames and result scale alike
+    paths = write_frames(tmp_path, stack.astype(np.float32), photometric='rgb')
+    result = run_main(capsys, '-v', '--reject', 'none', str(tmp_path / 'out.tif'), *paths)
+    line = [t for t in result.lines if t.startswith("noise of a frame's by channel:")]
+    assert len(line) == 1
+    ratios = [float(r) for r in re.findall(r'([\d.]+) \(worth', line[0])]
+    assert ratios == pytest.approx([1 / 3] * 3, rel=0.08)

@@ -131,7 +131,7 @@ def test_help_reads_well(capsys):
                   'messages:', 'examples:'):
         assert group in text
     prog = imgstack.program_name()
-    assert '(default 2.5)' in text and f'{prog} -s 2.5 -i 3 out.tif in*.tif' in text
+    assert '2.5 for sigma)' in text and f'{prog} -s 2.5 -i 3 out.tif in*.tif' in text
 
 
 @pytest.mark.parametrize(('name', 'prog'),

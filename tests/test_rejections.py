@@ -64,9 +64,13 @@ T_TOL = 5e-5  # relative error allowed to imgstack._t_quantile (Hill 1970)
 REJECTS = ['sigma', 'mad', 'winsorized', 'linear', 'percentile', 'minmax', 'gesd', 'none']
 COMBINES = ['mean', 'median', 'min', 'max']
 DEFAULTS = {
-    'sigma': 2.5, 'sigma_low': None, 'sigma_high': None, 'iterations': 5, 'center': 'mean',
-    'percentile': (0.2, 0.1), 'minmax': (1, 1), 'gesd': (0.05, 0.3),
+    'sigma': None, 'sigma_low': None, 'sigma_high': None, 'iterations': None, 'center': 'mean',
+    'percentile': (0.2, 0.1), 'minmax': (1, 1), 'gesd': (0.03, 0.3),
 }
+# README, Which rejection?: each method's own factor and passes when none is given
+FACTORS = {('sigma', 'mean'): 2.5, ('sigma', 'median'): 2.9, 'mad': 4.4, 'winsorized': 3.7,
+           'linear': 6.5}
+PASSES = {'sigma': 5, 'mad': 1, 'winsorized': 1, 'linear': 1}
 
 
 # -- the reference: one point at a time, straight from README ----------------
@@ -266,8 +270,12 @@ class Outcome(NamedTuple):
     near: bool  # rounding may decide
 
 
-def settings_of(settings: dict[str, Any]) -> dict[str, Any]:
+def settings_of(settings: dict[str, Any], reject: str = 'sigma') -> dict[str, Any]:
     s = {**DEFAULTS, **settings}
+    if s['sigma'] is None:
+        s['sigma'] = FACTORS.get((reject, s['center']), FACTORS.get(reject, 2.5))
+    if s['iterations'] is None:
+        s['iterations'] = PASSES.get(reject, 5)
     s['low'] = s['sigma'] if s['sigma_low'] is None else s['sigma_low']
     s['high'] = s['sigma'] if s['sigma_high'] is None else s['sigma_high']
     return s
@@ -275,7 +283,7 @@ def settings_of(settings: dict[str, Any]) -> dict[str, Any]:
 
 def reference_kept(values, ok, reject: str, **settings) -> Outcome:
     """The kept values of one point (`values` of the n frames, `ok` valid)."""
-    s = settings_of(settings)
+    s = settings_of(settings, reject)
     low, high, iterations = s['low'], s['high'], s['iterations']
     index = [i for i in range(len(values)) if ok[i]]
     x = [float(values[i]) for i in index]
@@ -736,7 +744,11 @@ HAND += [
 
 
 def expected_outcome(values, settings):
-    s = dict(settings)
+    # the hand computations take -s 2.5 -i 5 and GESD 0.05:0.3 where they
+    # name no factor (the definitions, not each method's default)
+    s = {'sigma': 2.5, 'iterations': 5, **settings}
+    if s.get('reject') == 'gesd':
+        s.setdefault('gesd', (0.05, 0.3))
     reject, combine = s.pop('reject', 'sigma'), s.pop('combine', 'mean')
     return reject, combine, s
 
@@ -874,7 +886,8 @@ def test_weights_hand_vector():
     # (sigma 0.5 on 2 and 4): the weighted mean of the valid values, 1 * 2 + 3 * 4 over 4
     stack = np.array(V, np.float64)[:, None]
     w = np.array([1.0, 2.0, 1.0, 1.0, 2.0, 5.0])
-    got, rejected, kept = imgstack.stack_array(stack, center='median', weights=w, return_mask=True)
+    got, rejected, kept = imgstack.stack_array(stack, center='median', sigma=2.5, weights=w,
+                                               return_mask=True)
     assert got[0] == pytest.approx(76 / 7, rel=1e-12)
     assert rejected == 1 and kept[:, 0].tolist() == [True] * 5 + [False]
     for combine in COMBINES:
@@ -1120,7 +1133,9 @@ def test_median_stack_removes_a_person_standing_still(tmp_path):
     [
         ([], '-s 2.5 -i 5 --center mean; 8 frames'),
         (['--reject', 'minmax'], ': --reject minmax --minmax 1:1; 8 frames'),
-        (['--reject', 'winsorized', '-s', '3'], ': --reject winsorized -s 3 -i 5; 8 frames'),
+        (['--reject', 'winsorized', '-s', '3'], ': --reject winsorized -s 3 -i 1; 8 frames'),
+        (['--reject', 'mad'], ': --reject mad -s 4.4 -i 1; 8 frames'),
+        (['--reject', 'gesd'], ': --reject gesd --gesd 0.03:0.3; 8 frames'),
         (['--reject', 'none', '--combine', 'median'], ': --reject none --combine median; 8 frames'),
     ],
 )

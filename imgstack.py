@@ -134,10 +134,11 @@ import shutil
 import stat
 import threading
 import time
+import types
 import warnings
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 REQUIREMENTS = {'numpy': '1.24', 'tifffile': '2024.8.10', 'imagecodecs': '2024.6.1'}
 """Run-time dependencies and their minimum versions (as requirements.txt)."""
@@ -747,6 +748,7 @@ def stack_array(
     rejected = int(core.rejected.sum(dtype=np.int64))
     if not return_mask:
         return result, rejected
+    assert core.kept is not None  # want_mask=return_mask: the mask is made
     kept = core.kept.reshape(moved.shape)
     kept = kept[..., 0] if channel_axis is None else np.moveaxis(kept, -1, channel_axis)
     return result, rejected, kept
@@ -901,6 +903,7 @@ def clip_points(
     # rows of the tables as long as a chunk, shared by the chunks
     width = min(size, npoints)
     if factor is not None:
+        assert offset is not None  # normalization gives both or neither
         factor_rows = None if (factor == 1).all() else _rows(factor, width)
         offset_rows = _rows(offset, width)
     weight_rows = None if weights is None else _rows(weights, width)
@@ -954,7 +957,10 @@ def clip_points(
             if counts:
                 k, lo, hi = window.kept_in_frame_order()
         if counts:
+            # made with want_mask and with counts (once a chunk: cheap)
+            assert frame_low is not None and frame_high is not None
             if want_mask:
+                assert kept is not None
                 kept[:, a:b] = k
             del k
             index = np.arange(a, b) % channels
@@ -1133,7 +1139,7 @@ class _Chunk:
             work = x.astype(np.float64, copy=False)  # read only
         else:
             work = x
-        self.frames = work
+        self.frames: np.ndarray = work
         bad = None
         if work.dtype.kind == 'f':
             bad = np.isnan(work)
@@ -1174,6 +1180,8 @@ class _Chunk:
         # the sorted values as one flat run, read by index: np.take is 2-3x
         # faster than indexing with a row and a column array
         self._flat = self.s.ravel(order='K')
+        self._rs: int
+        self._cs: int
         self._rs, self._cs = (c, 1) if self.s.flags.c_contiguous else (1, n)
         self._sums: tuple[np.ndarray, np.ndarray] | None = None  # prefix sums, made when asked
         self.a = np.zeros(c, np.int64)
@@ -1184,7 +1192,8 @@ class _Chunk:
         # the values rejected low
         self.linear_sums: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._linear_left: tuple[Any, ...] = ()  # linear's working set
-        self._order: tuple[np.ndarray, ...] | None = None  # kept_in_frame_order's masks
+        # kept_in_frame_order's masks
+        self._order: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.window_total: np.ndarray | None = None  # exact sums of the final windows (GESD)
 
     def _prefix(self, z: np.ndarray, rows: np.ndarray, square: bool = False) -> np.ndarray:
@@ -1659,12 +1668,15 @@ class _Chunk:
         """Write the masks of linear fit's points ``idx[done]``."""
         if done.any():
             at = idx[done]
+            # made by reject() for linear with masks, the only caller's case
+            assert self.keep is not None and self.low_rows is not None
             self.keep[:, at], self.low_rows[:, at] = keep[:, done], low_rows[:, done]
 
     def _linear_final(self, at: np.ndarray, count: np.ndarray, total: np.ndarray,
                       low_rows: np.ndarray) -> None:
         """Write linear fit's count, sum and values rejected low of the
         points ``at`` (without masks)."""
+        assert self.linear_sums is not None  # made by reject() for linear without masks
         kept, sums, low = self.linear_sums
         kept[at], sums[at], low[at] = count, total, low_rows
 
@@ -1765,6 +1777,7 @@ class _Chunk:
             high_at += up - live * rs
             np.copyto(best_low, low_at, where=outlier)
             np.copyto(best_high, high_at, where=outlier)
+            assert best_total is not None  # made when steps > 0, and the loop runs only then
             np.copyto(best_total, total, where=outlier)
         if steps:
             best_a, best_b = (best_low - column) // rs, (best_high - column) // rs + 1
@@ -1789,6 +1802,7 @@ class _Chunk:
             keep = self.keep
             count = keep.sum(axis=0)
             empty = count == 0
+            assert self.low_rows is not None  # made with keep
             low = self.low_rows.sum(axis=0)
         elif self.linear_sums is not None:  # linear, the mean alone: sums
             count, total, low = self.linear_sums
@@ -1836,6 +1850,7 @@ class _Chunk:
             total = np.where(window, self.s, 0.0).sum(axis=0)
             mean = total / window.sum(axis=0) + self.shift
         if combine == 'mean':
+            assert mean is not None  # every branch above computes it for 'mean'
             result = mean
         else:
             if keep is not None:  # rows of the kept values, in order
@@ -1900,6 +1915,7 @@ class _Chunk:
             kept = np.zeros((c, n), bool)
             low = np.zeros((c, n), bool)
             np.put_along_axis(kept, order, self.keep.T, axis=1)
+            assert self.low_rows is not None  # made with keep
             np.put_along_axis(low, order, self.low_rows.T, axis=1)
             kept, low = kept.T & valid, low.T & valid
             return kept, low, valid & ~kept & ~low
@@ -2023,7 +2039,7 @@ def sorting_network(n: int) -> tuple[tuple[int, int], ...]:
     items (Knuth, TAOCP vol. 3, 5.2.2, Algorithm M): after them in order,
     each putting the smaller of items i and j at i, the n items are
     sorted."""
-    pairs = []
+    pairs: list[tuple[int, int]] = []
     t = (n - 1).bit_length()
     p = 1 << t >> 1
     while p > 0:
@@ -2748,6 +2764,8 @@ class Frame:
             The tables are truncated.
         """
         if self.tables is None:
+            # dropped only when the tables hold them (open_frame)
+            assert self.offsets is not None and self.bytecounts is not None
             return self.offsets[first:last], self.bytecounts[first:last]
         out = []
         for position, dtype in self.tables:
@@ -2889,6 +2907,7 @@ def open_frame(path: str) -> Frame:
         os.close(fd)
     frame.identity = identity
     _check_sizes(frame, identity[2])
+    assert frame.offsets is not None  # _frame_of reads them; dropped only here
     if len(frame.offsets) > TABLE_LIMIT:
         if frame.tables is not None:
             frame.offsets = frame.bytecounts = None  # read the part a band needs
@@ -3006,6 +3025,7 @@ def _frame_of(path: str, tif: tifffile.TiffFile, page: Any, pages: int) -> Frame
         compression=int(page.compression) if page.fillorder == 1 else -1,
         predictor=int(page.predictor),
     )
+    assert frame.offsets is not None and frame.bytecounts is not None  # just read
     if not len(frame.offsets) == len(frame.bytecounts) == frame.segment_count:
         raise ImgstackError(
             path,
@@ -3015,7 +3035,9 @@ def _frame_of(path: str, tif: tifffile.TiffFile, page: Any, pages: int) -> Frame
     return frame
 
 
-def _table_positions(tif: tifffile.TiffFile, page: Any) -> tuple[tuple[int, str], ...] | None:
+def _table_positions(
+    tif: tifffile.TiffFile, page: Any
+) -> tuple[tuple[int, str], tuple[int, str]] | None:
     """Return where the offsets and byte counts tables lie in the file, or
     None when they are not plain tables of the page's segment count."""
     names = ('TileOffsets', 'TileByteCounts') if page.is_tiled else (
@@ -3029,12 +3051,14 @@ def _table_positions(tif: tifffile.TiffFile, page: Any) -> tuple[tuple[int, str]
         if code not in 'HIQ':
             return None
         out.append((int(tag.valueoffset), tif.byteorder + code))
-    return tuple(out)
+    return out[0], out[1]  # offsets, byte counts
 
 
 def _check_sizes(frame: Frame, filesize: int) -> None:
     """Refuse a header whose data cannot be in the file; note the largest
     and total stored sizes (the tables may not be kept)."""
+    # called by open_frame before it may drop the tables
+    assert frame.offsets is not None and frame.bytecounts is not None
     frame.largest = int(frame.bytecounts.max(initial=0))
     ends = frame.offsets + frame.bytecounts
     if len(ends) and int(ends.max()) > filesize:
@@ -3187,6 +3211,7 @@ def _decoded_segment(
     offset, count = where
     if count == 0:
         return np.zeros((h, w, frame.contig), frame.dtype)
+    assert frame.decode is not None  # a frame that is not raw: read_rows, predecode
     try:
         data = _pread(fd, count, offset)
         return frame.decode(data, index, **frame.jpeg)[0][0, :h, :w]
@@ -3217,12 +3242,13 @@ def predecode(
         The input is corrupt or changed, or the raw file cannot be written.
     """
     plane_bytes = frame.height * frame.row_bytes
+    planes = np.arange(frame.planes, dtype=np.int64) * plane_bytes
     raw = dataclasses.replace(
         frame,
         byteorder=NATIVE,
         seg_rows=frame.height,
         seg_width=frame.width,
-        offsets=np.arange(frame.planes, dtype=np.int64) * plane_bytes,
+        offsets=planes,
         bytecounts=np.full(frame.planes, plane_bytes, np.int64),
         tables=None,
         raw=True,
@@ -3234,9 +3260,9 @@ def predecode(
     try:
         if stream:
             for index in range(frame.segment_count):
-                _stream_strip(frame, fd_in, index, fd_out, raw.offsets, cancel)
+                _stream_strip(frame, fd_in, index, fd_out, planes, cancel)
         else:
-            _predecode_segments(frame, fd_in, fd_out, raw.offsets)
+            _predecode_segments(frame, fd_in, fd_out, planes)
     except OSError as exc:
         if exc.errno in WRITE_ERRORS and directory is not None:
             raise ImgstackError(directory, f'cannot write a temporary decoded copy of '
@@ -3403,7 +3429,8 @@ def _unpredicted(frame: Frame, data: bytearray, rows: int) -> np.ndarray:
     if frame.predictor == 3:  # the floating-point predictor works on raw bytes
         dtype = np.dtype(frame.dtype.char)
     else:
-        dtype = frame.dtype.newbyteorder(frame.byteorder)
+        # tifffile's byte order, '<' or '>': a str to numpy's stubs
+        dtype = frame.dtype.newbyteorder(frame.byteorder)  # type: ignore[arg-type]
     array = np.frombuffer(data, dtype).reshape(rows, frame.width, frame.contig).copy()
     if frame.predictor != 1:  # use the result: floatpred cannot work in place
         array = tifffile.TIFF.UNPREDICTORS[frame.predictor](array, axis=-2, out=array)
@@ -3411,7 +3438,8 @@ def _unpredicted(frame: Frame, data: bytearray, rows: int) -> np.ndarray:
 
 
 def _pwrite_all(fd: int, array: np.ndarray, offset: int) -> None:
-    view = memoryview(np.ascontiguousarray(array)).cast('B')
+    # ndarray is a buffer; numpy's stubs say so to Python 3.12+ only
+    view = memoryview(np.ascontiguousarray(array)).cast('B')  # type: ignore[arg-type]
     while view:
         written = _pwrite(fd, view, offset)
         view, offset = view[written:], offset + written
@@ -3450,7 +3478,7 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
 def _pread_into(fd: int, buffer: np.ndarray, offset: int) -> int:
     """Read into buffer from offset of a file, until it is full or the file
     ends (a read may return less than asked); return the bytes read."""
-    view = memoryview(buffer).cast('B')
+    view = memoryview(buffer).cast('B')  # type: ignore[arg-type]  # as in _pwrite_all
     done = 0
     while done < len(view):
         if hasattr(os, 'preadv'):
@@ -3595,8 +3623,9 @@ def bookkeeping(frames: Sequence[Frame]) -> int:
     """Bytes that the inputs' headers take while the run lasts: each Frame
     object and the strip tables kept in memory (at most `TABLE_LIMIT`
     entries each; larger tables are read band by band)."""
-    tables = sum(0 if f.offsets is None else f.offsets.nbytes + f.bytecounts.nbytes
-                 for f in frames)
+    # the two tables are kept or dropped together: testing both only narrows
+    tables = sum(0 if f.offsets is None or f.bytecounts is None
+                 else f.offsets.nbytes + f.bytecounts.nbytes for f in frames)
     return tables + FRAME_BYTES * len(frames)
 
 
@@ -4036,6 +4065,7 @@ def _method_of(sigma: Any, sigma_low: Any, sigma_high: Any, iterations: Any,
             or not (math.isfinite(sigma) and sigma > 0):
         msg = f'sigma must be finite and > 0, not {sigma!r}'
         raise ValueError(msg)
+    sigma = cast(float, sigma)  # or a numpy number, which Method takes as well
     return Method(sigma_low=sigma if sigma_low is None else sigma_low,
                   sigma_high=sigma if sigma_high is None else sigma_high,
                   iterations=iterations, **options)
@@ -4120,7 +4150,7 @@ def parse_range(text: str) -> tuple[float | None, float | None]:
         Not a range, or LOW > HIGH.
     """
     low_text, sep, high_text = text.partition(':')
-    values = []
+    values: list[float | None] = []
     for part in (low_text, high_text):
         part = part.strip()
         if not part:
@@ -4294,6 +4324,7 @@ percentile, minmax, gesd
 def _warn(text: str) -> None:
     """Warn the caller of the library: the warning names the caller's line,
     the first outside this module."""
+    frame: types.FrameType | None
     level, frame = 1, sys._getframe()
     while frame is not None and frame.f_globals.get('__name__') == __name__:
         level, frame = level + 1, frame.f_back
@@ -4700,6 +4731,8 @@ class Job:
             self.unranged += core.unranged
             self.passes = max(self.passes, core.passes)
             if self.want_frames:
+                # frame_counts=self.want_frames: clip_points counted them
+                assert core.frame_low is not None and core.frame_high is not None
                 cols = slice(plane, plane + 1) if first.planar else slice(None)
                 self.frame_low[:, cols] += core.frame_low
                 self.frame_high[:, cols] += core.frame_high
@@ -4710,6 +4743,7 @@ class Job:
             out = to_dtype(result, self.out_dtype).reshape(r1 - r0, first.width, first.contig)
             del result
             if rmap is not None:
+                assert pages is not None  # opened with rmap (write)
                 counts = [core.rejected, core.low, core.rejected - core.low]
                 _write_map_band(rmap, pages, first, plane, r0, r1, counts)
                 del counts
@@ -5287,6 +5321,7 @@ def stream_bands(
         try:
             read_rows(frame, fd, plane, r0, r1, out[i])
             if aout is not None and plane != alpha:
+                assert alpha is not None  # aout only with a planar alpha
                 read_rows(frame, fd, alpha, r0, r1, aout[i])
         except OSError as exc:
             raise ImgstackError(frame.path, exc.strerror or str(exc)) from exc
@@ -5296,7 +5331,8 @@ def stream_bands(
     def submit(k: int) -> list[concurrent.futures.Future[None]]:
         plane, r0, r1 = bands[k]
         out = shaped(buffers[k % 2], r0, r1, first.contig)
-        aout = None if alphas[k % 2] is None else shaped(alphas[k % 2], r0, r1, 1)
+        abuffer = alphas[k % 2]
+        aout = None if abuffer is None else shaped(abuffer, r0, r1, 1)
         return [pool.submit(read, i, plane, r0, r1, out, aout) for i in range(n)]
 
     pending = submit(0)
@@ -5306,7 +5342,9 @@ def stream_bands(
         pending = submit(k + 1) if k + 1 < len(bands) else []
         values = shaped(buffers[k % 2], r0, r1, first.contig)
         if planar_alpha:
-            a = values if plane == alpha else shaped(alphas[k % 2], r0, r1, 1)
+            abuffer = alphas[k % 2]
+            assert abuffer is not None  # made with planar_alpha
+            a = values if plane == alpha else shaped(abuffer, r0, r1, 1)
         elif alpha is not None:
             a = values[..., alpha:alpha + 1]
         else:
@@ -5328,7 +5366,9 @@ def _open_rejection_map(temp: Temporary, first: Frame) -> list[int]:
     offsets = []
     with tifffile.TiffWriter(temp.file, bigtiff=needs_bigtiff(3 * size)) as tw:
         for name in MAP_PAGES:
-            offset, _ = tw.write(None, returnoffset=True, **map_args(first, name))
+            written = tw.write(None, returnoffset=True, **map_args(first, name))
+            assert written is not None  # returnoffset: (offset, bytes), None without it
+            offset, _ = written
             offsets.append(offset)
     return offsets
 
@@ -5644,7 +5684,7 @@ def _pair_of(kind: Callable[[str], Any], name: str) -> Callable[[str], tuple[Any
 class _Parser(argparse.ArgumentParser):
     """argparse, with a suggestion for a misspelled option."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         if 'unrecognized arguments' in message:
             known = [o for action in self._actions for o in action.option_strings
                      if o.startswith('--')]
@@ -5911,7 +5951,7 @@ def tune_allocator(memory: int) -> bool:
     """
     settings = KEEP_FREED if memory >= ALLOCATOR_BUDGET else TWO_HEAPS
     try:  # no confstr (Windows), no such name (macOS), or not glibc (musl)
-        if not os.confstr('CS_GNU_LIBC_VERSION').startswith('glibc'):
+        if not (os.confstr('CS_GNU_LIBC_VERSION') or '').startswith('glibc'):  # None: unset
             return False
         import ctypes
 

@@ -627,6 +627,8 @@ def sigma_clipped_mean(
     )
 
 
+# radon D: the checks of a public function's arguments, each with its
+# message, then one call of the core.
 def stack_array(
     stack: Any,
     *,
@@ -810,6 +812,8 @@ class Clipped:
     unranged: int = 0  # points with no valid value: their plain mean
 
 
+# radon D: the choice of path tabled in its docstring, and the chunk
+# closure that every path shares.
 def clip_points(
     values: np.ndarray,
     valid: np.ndarray | None,
@@ -1793,6 +1797,9 @@ class _Chunk:
 
     # -- the result -----------------------------------------------------------
 
+    # radon E: each branch uses the sums a step already left (prefix sums,
+    # exact integer sums, linear fit's running sums) instead of summing again;
+    # one way per combination would cost a second pass over the values.
     def combine(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return the combined values (float64), the values rejected and
         the values rejected low, per point."""
@@ -2318,6 +2325,8 @@ _STEPS: dict[str, Callable[[_Chunk, np.ndarray], np.ndarray]] = {
 the points ``idx`` (one pass) and returns where it moved."""
 
 
+# radon D: Hill's (1970) algorithm with its published branches, tested
+# against SciPy.
 def _t_quantile(p: float, df: float) -> float:
     """Quantile (inverse CDF) of Student's t distribution.
 
@@ -2953,6 +2962,8 @@ def open_input(frame: Frame) -> int:
     return fd
 
 
+# radon D: one refusal per TIFF feature that cannot be stacked, each with
+# its own message.
 def _frame_of(path: str, tif: tifffile.TiffFile, page: Any, pages: int) -> Frame:
     """Return the Frame of a parsed page, or say why it is not supported."""
     if page.photometric == 3:
@@ -3519,6 +3530,8 @@ class Plan:
     streamed: tuple[bool, ...] = ()  # of those, inputs decoded in pieces
 
 
+# radon E: one function holds the whole budget arithmetic, where every byte
+# goes, as README promises; its branches are the cases of that arithmetic.
 def plan_bands(
     frames: Sequence[Frame],
     *,
@@ -4171,6 +4184,8 @@ def parse_range(text: str) -> tuple[float | None, float | None]:
     return values[0], values[1]
 
 
+# radon D: the job's steps in order, one call each; the branches are the
+# optional outputs (map, CSV) and their checks.
 def stack_files(
     inputs: Any,
     output: Any,
@@ -4397,6 +4412,7 @@ def check_inputs(inputs: Any) -> list[str]:
     return paths
 
 
+# radon D: one refusal per way an OUTPUT can be wrong, each with its message.
 def check_output(
     output: str, inputs: Sequence[str], force: bool, cli: bool = True, tiff: bool = True
 ) -> None:
@@ -5803,19 +5819,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)  # options anywhere, as most tools take them
+    _check_usage(parser, args)
     reporter = Reporter(0 if args.quiet else 2 if args.verbose else 1)
-    if args.demo is not None and (args.output is not None or args.inputs):
-        parser.error('--demo DIR takes no OUTPUT or INPUT')
-    if args.demo is None and (args.output is None or not args.inputs):
-        parser.error('need OUTPUT and at least one INPUT (or --demo DIR)')
-    for name in PARAMETERS:
-        if getattr(args, name) is not None and args.reject != name:
-            parser.error(f'--{name} applies to --reject {name} only, not --reject {args.reject}')
-    if args.reject not in ITERATIVE and (
-            args.sigma is not None or args.sigma_low is not None or args.sigma_high is not None):
-        parser.error(f'-s, --sigma-low and --sigma-high do not apply to --reject {args.reject}')
-    if args.center is not None and args.reject != 'sigma':
-        parser.error(f'--center applies to --reject sigma only, not --reject {args.reject}')
     installed = signal.getsignal(signal.SIGINT)
     handler = installed if isinstance(installed, Interrupts) else Interrupts()
     handler.done, handler.pending = False, None  # a new run
@@ -5836,13 +5841,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             reporter.say(format_frame_table(stats.frame_table), level=2)
         reporter.summary(stats)
         return 0
-    except ImgstackError as exc:
-        return _fail(reporter, str(exc))
-    except OSError as exc:
-        where = exc.filename or (args.output if args.demo is None else args.demo)
-        return _fail(reporter, str(ImgstackError(str(where), exc.strerror or str(exc))))
-    except MemoryError:
-        return _fail(reporter, 'out of memory; try a smaller -m or -r')
+    except (ImgstackError, OSError, MemoryError) as exc:
+        return _fail(reporter, _one_line(exc, args.output if args.demo is None else args.demo))
     except RuntimeError as exc:  # threading's "can't start new thread"
         if 'thread' not in str(exc):
             raise
@@ -5857,6 +5857,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+
+
+def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse, as usage errors (exit 2), what the parser alone cannot: the
+    operands missing, and options of a method that is not the one chosen."""
+    if args.demo is not None and (args.output is not None or args.inputs):
+        parser.error('--demo DIR takes no OUTPUT or INPUT')
+    if args.demo is None and (args.output is None or not args.inputs):
+        parser.error('need OUTPUT and at least one INPUT (or --demo DIR)')
+    for name in PARAMETERS:
+        if getattr(args, name) is not None and args.reject != name:
+            parser.error(f'--{name} applies to --reject {name} only, not --reject {args.reject}')
+    if args.reject not in ITERATIVE and (
+            args.sigma is not None or args.sigma_low is not None or args.sigma_high is not None):
+        parser.error(f'-s, --sigma-low and --sigma-high do not apply to --reject {args.reject}')
+    if args.center is not None and args.reject != 'sigma':
+        parser.error(f'--center applies to --reject sigma only, not --reject {args.reject}')
+
+
+def _one_line(exc: BaseException, target: str) -> str:
+    """The error line of an exception that ends a run: an ImgstackError as
+    it is, a system error naming its file (else ``target``), no memory."""
+    if isinstance(exc, MemoryError):
+        return 'out of memory; try a smaller -m or -r'
+    if isinstance(exc, OSError):
+        return str(ImgstackError(str(exc.filename or target), exc.strerror or str(exc)))
+    return str(exc)
 
 
 @contextlib.contextmanager

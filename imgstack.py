@@ -174,11 +174,9 @@ WORKERS = 2
 SWITCH_SECONDS = 0.0005
 """Python's thread switch interval of the command (the default is 5 ms):
 a stacking thread that waits for the interpreter lock held by the other
-asks for it after 0.5 ms.  Measured on a night band with two threads,
-in interleaved pairs: MAD and sigma 4% faster (16 and 17 pairs of 20),
-winsorized 5% (7 of 8), linear fit 2% (5 of 10); 0.2 ms alike, 0.1 ms
-slower.  Set by `main` only: a program that imports imgstack keeps its
-own."""
+asks for it sooner, and the two threads overlap more (bench/README.rst
+has the figures; shorter intervals gain nothing).  Set by `_cli` only: a
+program that imports imgstack keeps its own."""
 
 ALLOCATOR_BUDGET = 1 << 30
 """The budget from which the command asks glibc's malloc to keep the
@@ -199,12 +197,9 @@ TWO_HEAPS = ((-8, 2),)
 ``M_ARENA_MAX`` 2, so that the five threads of a run (the main one, two
 reading, two stacking) share two heaps.  By default each thread takes a
 heap of its own, and each keeps its own free memory: what one thread has
-freed cannot serve another, and what the heaps keep adds up.  Three
-single-strip frames of 60 MB under ``-m 64M`` peak at 101 to 102 MiB
-with two heaps, 107 to 119 with a heap per thread (129 once, on the CI
-machine); runs at ``-m 256M`` take the same time.  One heap for all
-keeps as little, but made linear fit 1.08 times slower at ``-m 256M``
-(median of 6 pairs, up to 1.25)."""
+freed cannot serve another, and what the heaps keep adds up past a small
+budget.  Two heaps keep as little as one, without the threads waiting
+for each other's allocations (bench/README.rst, the allocator)."""
 
 CHUNK_BYTES = 16 * MIB
 """Scratch memory of one stacking thread, at least: the points of a band
@@ -213,24 +208,20 @@ small whatever the band height."""
 
 CHUNK_SHARE = 8
 """A budget of 8 times `CHUNK_BYTES` or more gives each thread an 8th of
-it as scratch, up to 4 x `CHUNK_BYTES`: larger chunks cost fewer calls
-(at -m 256M, 32 MiB chunks run MAD and winsorized 1.3 times faster than
-16 MiB ones)."""
+it as scratch, up to 4 x `CHUNK_BYTES`: larger chunks cost fewer numpy
+calls per value."""
 
 WINSOR_SHARE, WINSOR_MOST = 4, 8 * CHUNK_BYTES
 """Winsorized gives each thread a 4th of the budget instead, up to 128 MiB:
-its rounds make many numpy calls per chunk, and at -m 256M 64 MiB chunks
-run it 1.25-1.35 times faster than 32 MiB ones; on a night band of 16-bit
-values 128 MiB ones 1.15-1.2 times faster than 64 MiB (192 MiB no faster;
-float values gain nothing past 64 MiB, and lose nothing).  The others gain
-nothing from the smaller bands that leaves, and GESD loses."""
+its rounds make many numpy calls per chunk, which larger chunks amortize
+(larger still gain nothing).  The other methods gain nothing from the
+smaller bands that leaves, and GESD loses."""
 
 LINEAR_BYTES = 8 * MIB
 """Scratch of one block of linear fit's passes, whatever the budget: they
-work on every kept value, and smaller blocks stay in cache (measured on a
-night band: 8 to 10 MiB 16% faster than 16, and 30% faster than 32).  Its
-chunks are sorted whole, at the budget's size less this: the sorting
-network's two numpy calls per comparator cost 6 times more on blocks."""
+work on every kept value, and smaller blocks stay in the processor's
+cache.  Its chunks are sorted whole, at the budget's size less this: the
+sorting network's two numpy calls per comparator cost more on blocks."""
 
 RESERVE_BYTES = 12 * MIB
 """Memory kept aside in every budget for Python objects, the TIFF writer's
@@ -459,9 +450,8 @@ normal distribution (astropy's ``mad_std``)."""
 MAD_ROWS = {True: 192, False: 48}
 """MAD's first pass reads whole rows (`_Chunk.mad_rows`) up to this many
 frames, for small integers (True) and floats (False); past them, the
-binary search of `_Chunk.mad` costs less.  Measured on chunks of normal
-values, the rows' time over the search's: uint16 0.15 at 24 frames, 0.28
-at 64, 0.72 at 192; floats 0.45 at 24, 0.77 at 48, 0.96 at 64."""
+binary search of `_Chunk.mad` costs less (where the two cost the same on
+chunks of normal values)."""
 
 WINSOR_CLAMP, WINSOR_FACTOR, WINSOR_TOLERANCE = 1.5, 1.134, 0.0005
 """Winsorized sigma clipping: values are clamped at 1.5 d, the clamped
@@ -1095,15 +1085,12 @@ compared and their masks (4)."""
 
 SORTED_POINTS = 3 << 15
 """At most this many points in a chunk of `_clip_sorted`: larger ones
-leave the processor's cache (measured on a night band: 98,304 points 5%
-faster than 65,536 and than 131,072, 17% faster than 196,608)."""
+leave the processor's cache, smaller ones cost more calls."""
 
 MOST_POINTS = {'gesd': 1 << 16, 'mad': 3 << 15}
 """At most this many points in a chunk of these rejections, whose steps
 work on a few arrays of one value per point: they stay in the processor's
-cache.  Measured on a night band against 140,000 points (the chunk of 64
-MiB of scratch for 16-bit values): GESD 11 to 25% faster at 65,536
-points, MAD 5 to 8% faster at 88,000 to 105,000."""
+cache."""
 
 SCRATCH_SMALL = 28
 """The same for 8- and 16-bit integers without normalization, which stay in

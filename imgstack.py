@@ -841,13 +841,15 @@ def clip_points(
     none                          --       mean     any         no           `_clip_chunk`
     sigma                         median   mean     given       --           `_Chunk` (window)
     sigma, none                   any      not mean any         --           `_Chunk` (window)
-    sigma, none                   any      any      any         yes          `_Chunk` (window)
     mad, winsorized, linear,      --       any      any         any          `_Chunk` (window)
     percentile, minmax, gesd
+    any, with ``want_mask``       any      any      any         --           `_Chunk` (window)
     ============================  =======  =======  ==========  ===========  ==================
 
-    .. [1] ``want_mask`` or ``frame_counts``: the rejection map, the frame
-       statistics or ``-v``'s frame table ask for them.
+    .. [1] ``frame_counts`` (the frame statistics and ``-v``'s frame table
+       ask for them) never change the path of the values: a fast chunk's
+       counts come from the window core run beside it, so that an option
+       that only reports changes no value.
     .. [2] not normalized, every value valid, at least one pass.
 
     `_Chunk` sorts each point's values once and moves a window of kept
@@ -855,9 +857,11 @@ def clip_points(
     sorted rows instead.
     """
     n, npoints = values.shape
-    # the default method has a fast path: thresholds, no sort
+    # the default method has a fast path: thresholds, no sort.  Frame counts
+    # (what -v and --frame-stats report) do not change the path that gives
+    # the values: a fast chunk's counts come from the window core beside it
     counts = want_mask or frame_counts
-    fast = (method.reject in ('sigma', 'none') and method.combine == 'mean' and not counts
+    fast = (method.reject in ('sigma', 'none') and method.combine == 'mean' and not want_mask
             and (weights is None or method.center == 'mean' or method.reject == 'none'))
     small = values.dtype.kind in 'iu' and values.dtype.itemsize <= 2 and factor is None
     if method.reject == 'linear':  # its passes run in blocks of LINEAR_BYTES
@@ -876,8 +880,9 @@ def clip_points(
     if fast and _sorted_path(values.dtype if factor is None else np.dtype(np.float64),
                              valid, weights, center, method.passes):
         center = 'sorted'  # _clip_sorted: small integers stay in their type
-    size = chunk_points(n, channels, values.dtype.itemsize if fast else None, center,
-                        small, scratch, sums, MOST_POINTS.get(method.reject), method.reject)
+    size = chunk_points(n, channels, values.dtype.itemsize if fast and not counts else None,
+                        center, small, scratch, sums, MOST_POINTS.get(method.reject),
+                        method.reject)
     # as many chunks of about the same size for each thread: a band waits
     # for its last chunk, and a lone or short last chunk left one idle
     count = -(-npoints // size)
@@ -938,7 +943,8 @@ def clip_points(
                 x, None if valid is None else valid[:, a:b], method.sigma_low,
                 method.sigma_high, method.passes, method.center,
                 per_point(weight_rows, a, b))
-            return passes
+            if not counts:
+                return passes
         # NaN compares and empty windows are expected: numpy's warnings are
         # off for the whole chunk, set once (not in each step: 2 us a time)
         with np.errstate(invalid='ignore', divide='ignore'):
@@ -946,8 +952,11 @@ def clip_points(
                 x, None if valid is None else valid[:, a:b], method, per_point(weight_rows, a, b),
                 masks, block,
             )
-            passes = window.reject()
-            result[a:b], rejected[a:b], low[a:b] = window.combine()
+            if fast:  # the values are the fast path's; the window gives the counts
+                window.reject()
+            else:
+                passes = window.reject()
+                result[a:b], rejected[a:b], low[a:b] = window.combine()
             if counts:
                 k, lo, hi = window.kept_in_frame_order()
         if counts:

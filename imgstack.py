@@ -3149,12 +3149,12 @@ def _frame_axis(path: str, axes: str, shape: tuple[int, ...], axis: str | None) 
     held = ', '.join(f'{a}={n}' for a, n in zip(axes, shape))
     longer = [a for a, n in zip(axes, shape) if n > 1 and a != 'C']
     unnamed = [a for a in longer if a not in FRAME_AXES and a != axis]
-    if axis is not None and axis not in sizes:
+    if axis is not None and sizes.get(axis, 1) == 1:
         if not longer:  # one frame: nothing to choose
             return ''
         if len(longer) == 1 and longer[0] not in FRAME_AXES:  # plain pages: the frames
             return longer[0]
-        raise ImgstackError(path, f'has no axis {axis} (its pages hold {held}): '
+        raise ImgstackError(path, f'has no axis {axis} longer than 1 (its pages hold {held}): '
                                   f'choose --axis {" or --axis ".join(longer)}')
     if len(longer) > 1 and unnamed:
         raise ImgstackError(path, f'its pages hold {held}, along axes that cannot be told '

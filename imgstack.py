@@ -4524,7 +4524,8 @@ percentile, minmax, gesd
         if 'frame_stats' in extras:
             write_frame_stats(temps[1 + names.index('frame_stats')], table)
         publish(temps, [output, *extras.values()], settings.force, settings.cli)
-    n, points = len(frames), first.height * first.width * first.samples
+    n = sum(len(group) for group in groups)  # a last frame alone is left out
+    points = first.height * first.width * first.samples
     return Stats(
         output=output,
         frames=n,

@@ -214,6 +214,7 @@ def test_group_of_plain_pages_and_a_lone_last_frame(tmp_path, capsys):
     result = run_main(capsys, '--group', '2', '--reject', 'none', out, path)
     assert result.status == 0, result.err
     assert 'the last frame' in result.err and 'left out' in result.err
+    assert 'stacked 6 frames' in result.err
     got = tifffile.imread(out)
     assert got.shape == (3, 10, 12)
     for g in range(3):

@@ -221,6 +221,30 @@ def test_group_of_plain_pages_and_a_lone_last_frame(tmp_path, capsys):
         np.testing.assert_array_equal(got[g], expected(data[2 * g:2 * g + 2], reject='none'))
 
 
+@pytest.mark.parametrize('layout', ['ome tiled zlib', 'imagej one strip', 'rgb planar'])
+def test_compressed_channels_in_groups(tmp_path, layout):
+    """README, A microscope series: compressed, tiled or one-strip channel
+    pages (decoded in band, or once beforehand) and planar RGB pages,
+    per group."""
+    if layout == 'rgb planar':
+        data = series((6, 3, 20, 24), 'uint8')
+        options = {'photometric': 'rgb', 'planarconfig': 'separate', 'metadata': None}
+    else:
+        data = series((6, 2, 40, 36))
+        options = ({'ome': True, 'tile': (16, 16)} if layout.startswith('ome') else
+                   {'imagej': True, 'rowsperstrip': 40})
+        options.update(compression='zlib', metadata={'axes': 'TCYX'})
+    path = str(tmp_path / 'in.tif')
+    tifffile.imwrite(path, data, **options)
+    out = tmp_path / 'out.tif'
+    imgstack.stack_files(path, str(out), group=3, rows=5, reject='minmax', compress='zstd',
+                         memory='64M')
+    got = tifffile.imread(out)
+    assert got.shape == (2, *data.shape[1:])
+    for g in range(2):
+        np.testing.assert_array_equal(got[g], expected(data[3 * g:3 * g + 3], reject='minmax'))
+
+
 # -- errors ----------------------------------------------------------------------
 
 

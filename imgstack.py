@@ -291,6 +291,9 @@ class ImgstackError(Exception):
         What is wrong, in words for the user.
     """
 
+    usage = False
+    """A usage error (exit status 2): a choice of options the file asks for."""
+
     def __init__(self, file: str | None, cause: str) -> None:
         self.file = file
         self.cause = cause
@@ -2758,6 +2761,7 @@ class Frame:
     # they are too many to keep in memory
     largest: int = 0  # largest stored strip or tile, bytes
     fd: int | None = None  # an open (unlinked) raw file decoded beforehand
+    label: str = ''  # where in a multi-page file the frame lies: 'T=3', 'page 2'
 
     def segments(self, fd: int, first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
         """Return the offsets and byte counts of segments first..last-1
@@ -2881,6 +2885,20 @@ def open_frame(path: str) -> Frame:
         The file cannot be read, is not a TIFF, or holds an image that
         cannot be stacked.
     """
+    return _parsed(path, lambda tif: [_frame_of(path, tif, tif.pages.first, len(tif.pages))])[0]
+
+
+def _parsed(path: str, parse: Callable[[tifffile.TiffFile], list[Frame]]) -> list[Frame]:
+    """Open a file, check that it is a regular file, parse its header with
+    tifffile and return the Frames that ``parse`` makes of it, each checked
+    against the file's size.
+
+    Raises
+    ------
+    ImgstackError
+        The file cannot be read, is not a TIFF, or holds an image that
+        cannot be stacked.
+    """
     try:
         info = os.stat(path)
     except OSError as exc:
@@ -2899,9 +2917,7 @@ def open_frame(path: str) -> Frame:
         if not stat.S_ISREG(info.st_mode):
             raise ImgstackError(path, 'not a regular file')
         with os.fdopen(os.dup(fd), 'rb') as fh, tifffile.TiffFile(fh, name=path) as tif:
-            page = tif.pages.first
-            pages = len(tif.pages)
-            frame = _frame_of(path, tif, page, pages)
+            frames = parse(tif)
     except ImgstackError:
         raise
     except OSError as exc:
@@ -2910,17 +2926,21 @@ def open_frame(path: str) -> Frame:
         raise ImgstackError(path, f'not a readable TIFF file ({exc})') from exc
     finally:
         os.close(fd)
-    frame.identity = identity
-    _check_sizes(frame, identity[2])
-    assert frame.offsets is not None  # _frame_of reads them; dropped only here
-    if len(frame.offsets) > TABLE_LIMIT:
-        if frame.tables is not None:
-            frame.offsets = frame.bytecounts = None  # read the part a band needs
-        # tifffile's parsed header (a tuple per table, in reference cycles)
-        # would otherwise wait for the garbage collector: 100 such files
-        # held 80 MiB
+    collect = len(frames) > 1
+    for frame in frames:
+        frame.identity = identity
+        _check_sizes(frame, identity[2])
+        assert frame.offsets is not None  # _frame_of reads them; dropped only here
+        if len(frame.offsets) > TABLE_LIMIT:
+            if frame.tables is not None:
+                frame.offsets = frame.bytecounts = None  # read the part a band needs
+            collect = True
+    if collect:
+        # tifffile's parsed header (a tuple per table, an object per page,
+        # in reference cycles) would otherwise wait for the garbage
+        # collector: 100 such files held 80 MiB
         gc.collect()
-    return frame
+    return frames
 
 
 def _open_read(path: str) -> int:
@@ -3040,6 +3060,231 @@ def _frame_of(path: str, tif: tifffile.TiffFile, page: Any, pages: int) -> Frame
             f'{len(frame.bytecounts)} byte counts for {frame.segment_count} strips or tiles',
         )
     return frame
+
+
+@dataclasses.dataclass
+class Source:
+    """One input file and the frames it contributes: one per page of a
+    plain multi-page file, one per step along the frame axis (T or Z) of an
+    ImageJ hyperstack or OME-TIFF, whose channels (C, and the other of T and
+    Z) are the planes of a planar Frame.  ``kind`` ('plain', 'imagej' or 'ome') and ``meta`` (the
+    ImageJ metadata, or the OME physical sizes and channel names) decide how
+    the output is written when this is the first input."""
+
+    path: str
+    frames: list[Frame]
+    kind: str = 'plain'
+    axis: str = ''  # the frame axis, '' when the file holds one frame
+    kept: str = ''  # the axes kept in each frame, as its planes: 'C', 'ZC'
+    kept_shape: tuple[int, ...] = ()
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+FRAME_AXES = 'TZ'
+"""The named axes that frames run along (``--axis``); pages along an
+unnamed axis of tifffile's ('I', 'Q') are frames too."""
+
+PAGE_AXES = 'YXS'
+"""Axes inside one page."""
+
+
+def open_source(path: str, axis: str | None = None) -> Source:
+    """Read the headers of every frame of a TIFF file (see `Source`).
+
+    Raises
+    ------
+    ImgstackError
+        As `open_frame`; or pages of different shapes that no series
+        explains, an ``axis`` the file does not have, T and Z both longer
+        than 1 without ``axis`` (a usage error: ``usage`` is True).
+    """
+    source = Source(path, [])
+
+    def parse(tif: tifffile.TiffFile) -> list[Frame]:
+        source.frames = _series_frames(path, tif, axis, source)
+        return source.frames
+
+    _parsed(path, parse)
+    return source
+
+
+def _series_frames(path: str, tif: tifffile.TiffFile, axis: str | None,
+                   source: Source) -> list[Frame]:
+    """The frames of a parsed file (see `open_source`)."""
+    first = tif.pages.first
+    count = len(tif.pages)
+    if count == 1 or _is_rejection_map(first):  # imgstack's map: its first page
+        return [_frame_of(path, tif, first, count)]
+    if tif.is_imagej or tif.is_ome or tif.is_shaped:
+        series = tif.series[0]
+        pages: list[Any] = list(series.pages)
+        axes, shape = series.get_axes(False), series.get_shape(False)
+        source.kind = 'imagej' if tif.is_imagej else 'ome' if tif.is_ome else 'plain'
+    else:  # pages of one shape, overviews, thumbnails and masks left out
+        pages = [p for p in tif.pages if not getattr(p, 'subfiletype', 0) & 5]
+        shapes = sorted({(p.shape, str(p.dtype)) for p in pages})
+        if len(shapes) > 1:
+            seen = ', '.join('x'.join(map(str, sh)) + f' {dt}' for sh, dt in shapes[:4])
+            raise ImgstackError(
+                path, f'its {count} pages differ in shape or type ({seen}) and no series '
+                      f'(ImageJ, OME or tifffile) explains them: save the frames as pages '
+                      f'of one shape, or as separate files')
+        axes, shape = 'I' + pages[0].axes, (len(pages), *pages[0].shape)
+    # the axes that index pages, the others lie inside one
+    keyframe = pages[0]
+    images = math.prod(shape) // max(math.prod(keyframe.shaped), 1)
+    lead = 0
+    while lead < len(axes) and math.prod(shape[:lead + 1]) <= images \
+            and axes[lead] not in PAGE_AXES:
+        lead += 1
+    lead_axes, lead_shape = axes[:lead], tuple(shape[:lead])
+    base = _frame_of(path, tif, keyframe, count)
+    if images != len(pages) or any(p is None for p in pages):
+        if len(pages) == 1 and base.raw and images > 1:  # ImageJ's contiguous data, one IFD
+            step = int(keyframe.nbytes)
+            pages = [np.asarray(base.offsets) + k * step for k in range(images)]
+        else:
+            raise ImgstackError(path, f'its {count} pages do not make the series that its '
+                                      f'metadata describes (axes {axes}, shape {shape})')
+    frame_axis = _frame_axis(path, lead_axes, lead_shape, axis)
+    source.axis = frame_axis
+    # the other axes longer than 1 (C, and Z or T beside the frame axis)
+    # are kept: their pages are the planes of one planar Frame
+    kept = [i for i, (a, n) in enumerate(zip(lead_axes, lead_shape))
+            if a != frame_axis and n > 1]
+    source.kept = ''.join(lead_axes[i] for i in kept)
+    source.kept_shape = tuple(lead_shape[i] for i in kept)
+    order = ([lead_axes.index(frame_axis)] if frame_axis else []) + kept
+    order += [i for i in range(len(lead_axes)) if i not in order]
+    grid = np.arange(images).reshape(lead_shape).transpose(order)
+    planes = math.prod(source.kept_shape)
+    grid = grid.reshape(-1, planes)
+    if planes > 1 and base.samples > 1:
+        raise ImgstackError(path, f'{planes} planes ({source.kept}) of {base.samples} '
+                                  f'samples each are not supported (axes {axes})')
+    frames = []
+    for k, row in enumerate(grid):
+        parts = [_page_frame(path, tif, pages[int(i)], base, count) for i in row]
+        frame = parts[0] if planes == 1 else _channels_frame(parts)
+        frame.label = f'{frame_axis}={k}' if frame_axis in tuple(FRAME_AXES) else \
+            f'page {int(row[0])}'
+        frames.append(frame)
+    if source.kind == 'imagej':
+        source.meta = dict(tif.imagej_metadata or {})
+    elif source.kind == 'ome':
+        channels = dict(zip(lead_axes, lead_shape)).get('C', 1)
+        source.meta = _ome_meta(tif.ome_metadata or '', channels)
+    return frames
+
+
+def _is_rejection_map(page: Any) -> bool:
+    """Whether a page is the first of imgstack's own rejection map (whose
+    other pages are not frames of it)."""
+    text = page.description or ''
+    return text.startswith('imgstack ') and f': values {MAP_PAGES[0]} per pixel' in text
+
+
+def _frame_axis(path: str, axes: str, shape: tuple[int, ...], axis: str | None) -> str:
+    """The axis whose steps are the frames ('' for a single frame).
+
+    Raises
+    ------
+    ImgstackError
+        ``axis`` not in the file, or the frame axis cannot be told (T and Z
+        both longer than 1: a usage error).
+    """
+    sizes = dict(zip(axes, shape))
+    held = ', '.join(f'{a}={n}' for a, n in zip(axes, shape))
+    longer = [a for a, n in zip(axes, shape) if n > 1 and a != 'C']
+    unnamed = [a for a in longer if a not in FRAME_AXES and a != axis]
+    if axis is not None and sizes.get(axis, 1) == 1:
+        if not longer:  # one frame: nothing to choose
+            return ''
+        if len(longer) == 1 and longer[0] not in FRAME_AXES:  # plain pages: the frames
+            return longer[0]
+        raise ImgstackError(path, f'has no axis {axis} longer than 1 (its pages hold {held}): '
+                                  f'choose --axis {" or --axis ".join(longer)}')
+    if len(longer) > 1 and unnamed:
+        raise ImgstackError(path, f'its pages hold {held}, along axes that cannot be told '
+                                  'apart: save the frames along T or Z (ImageJ, OME-TIFF) '
+                                  'or as plain pages')
+    if axis is not None:
+        return axis
+    if len(longer) > 1:
+        error = ImgstackError(path, f'its pages hold {held}: frames run along one axis; '
+                                    f'choose --axis {" or --axis ".join(longer)} (the other '
+                                    'is kept, as channels are)')
+        error.usage = True
+        raise error
+    return longer[0] if longer else ''
+
+
+def _page_frame(path: str, tif: tifffile.TiffFile, page: Any, base: Frame,
+                count: int) -> Frame:
+    """The Frame of one page of a series: parsed anew for a full page, the
+    series' first page with this page's offsets for a lighter TiffFrame (or
+    offsets computed for contiguous data)."""
+    if isinstance(page, np.ndarray):
+        return dataclasses.replace(base, offsets=page, tables=None)
+    if page is base or isinstance(page, tifffile.TiffPage):
+        frame = _frame_of(path, tif, page, count)
+        if frame.stored_shape != base.stored_shape or frame.dtype != base.dtype:
+            raise ImgstackError(path, f'page {getattr(page, "index", 0)} differs in shape or type '
+                                      'from the first page of its series')
+        return frame
+    return dataclasses.replace(
+        base, offsets=np.asarray(page.dataoffsets, np.int64),
+        bytecounts=np.asarray(page.databytecounts, np.int64), tables=None)
+
+
+def _channels_frame(parts: list[Frame]) -> Frame:
+    """One Frame whose planes are the channel pages ``parts`` (each one
+    plane): the channels are stacked each on its own, as the planes of a
+    planar image."""
+    first = parts[0]
+    per_plane = first.segment_count
+    return dataclasses.replace(
+        first, samples=len(parts), planar=True, photometric=1, extrasamples=(),
+        offsets=np.concatenate([p.offsets for p in parts]),
+        bytecounts=np.concatenate([p.bytecounts for p in parts]), tables=None,
+        decode=None if first.decode is None else _PlaneDecoder(first.decode, per_plane),
+    )
+
+
+class _PlaneDecoder:
+    """The decoder of a channel page, for the segments of every channel of
+    a Frame made of channel pages (their indices run on across planes)."""
+
+    def __init__(self, decode: Callable[..., Any], per_plane: int) -> None:
+        self.decode, self.per_plane = decode, per_plane
+
+    def __call__(self, data: bytes, index: int, **kwargs: Any) -> Any:
+        return self.decode(data, index % self.per_plane, **kwargs)
+
+
+def _ome_meta(xml: str, channels: int) -> dict[str, Any]:
+    """The physical sizes, time increment and channel names of an OME-XML
+    document's first image, as tifffile's OME writer takes them."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return {}
+    pixels = next((e for e in root.iter() if e.tag.rsplit('}', 1)[-1] == 'Pixels'), None)
+    if pixels is None:
+        return {}
+    meta: dict[str, Any] = {}
+    for key in ('PhysicalSizeX', 'PhysicalSizeY', 'PhysicalSizeZ', 'TimeIncrement'):
+        if key in pixels.attrib:
+            with contextlib.suppress(ValueError):
+                meta[key] = float(pixels.attrib[key])
+            if key + 'Unit' in pixels.attrib:
+                meta[key + 'Unit'] = pixels.attrib[key + 'Unit']
+    names = [e.attrib.get('Name') for e in pixels if e.tag.rsplit('}', 1)[-1] == 'Channel']
+    if len(names) == channels and all(names):
+        meta['Channel'] = {'Name': names}
+    return meta
 
 
 def _table_positions(
@@ -3536,6 +3781,7 @@ def plan_bands(
     alpha: bool = False,
     rejection_map: bool = False,
     method: Method | None = None,
+    held: int = 0,
 ) -> Plan:
     """Choose the band height that fits the memory budget.
 
@@ -3552,7 +3798,8 @@ def plan_bands(
     - ``n * v``: the validity mask of a valid range or alpha.
 
     And once: `RESERVE_BYTES`, ``WORKERS * chunk_scratch(memory, method)`` of scratch,
-    the inputs' `bookkeeping`, and ``WORKERS`` strips or tiles being decoded (decoded and stored
+    the inputs' `bookkeeping` (and ``held`` bytes of other frames' headers: the
+    other groups of ``--group``), and ``WORKERS`` strips or tiles being decoded (decoded and stored
     bytes).  An input whose strips or tiles are taller than the band is
     decoded once into a temporary file instead (one segment in memory at a
     time, or `STREAM_BYTES` of one where a whole one does not fit), so that
@@ -3573,7 +3820,8 @@ def plan_bands(
         per_row += 2 * n * first.width * s if first.planar else 0
     if rejection_map:
         per_row += 6 * v
-    fixed = RESERVE_BYTES + WORKERS * chunk_scratch(memory, method) + bookkeeping(frames)
+    fixed = (RESERVE_BYTES + WORKERS * chunk_scratch(memory, method) + bookkeeping(frames)
+             + held)
     cost = [f.segment_bytes + f.largest for f in frames]
     # decoding beforehand takes a whole strip, or a stream where that does
     # not fit and the codec allows it
@@ -3968,6 +4216,8 @@ class Settings:
     rejection_map: str | None = None
     frame_stats: str | None = None
     cli: bool = False  # messages name the command's flags (--force), not keywords
+    axis: str | None = None  # the axis frames run along (T or Z), None: the file's only one
+    group: int | None = None  # frames stacked into each page of the output
 
     @classmethod
     def from_options(
@@ -3978,6 +4228,7 @@ class Settings:
         valid_range: Any = None, dtype: Any = 'input', compress: Any = None,
         memory: Any = DEFAULT_MEMORY, rows: Any = 100, force: Any = False,
         no_alpha: Any = False, rejection_map: Any = None, frame_stats: Any = None,
+        axis: Any = None, group: Any = None,
     ) -> Settings:
         """Check every option (the keywords of `stack_files`, the flags of
         the command) and return them as Settings; ``cli`` names the flags
@@ -4006,7 +4257,7 @@ class Settings:
             settings = cls(
                 method, normalize, weights, checked_range(valid_range), dtype,
                 _codec_of(compress), _budget(memory), _rows_of(rows), bool(force),
-                bool(no_alpha), cli=cli,
+                bool(no_alpha), cli=cli, axis=_axis_of(axis), group=_group_of(group),
                 **{name: None if value is None else _path_arg(value, name)
                    for name, value in (('rejection_map', rejection_map),
                                        ('frame_stats', frame_stats))},
@@ -4046,6 +4297,10 @@ class Settings:
             parts.append(f'--valid-range {lo}:{hi}')
         if self.dtype != 'input':
             parts.append(f'--dtype {self.dtype}')
+        if self.axis is not None:
+            parts.append(f'--axis {self.axis}')
+        if self.group is not None:
+            parts.append(f'--group {self.group}')
         return f'{" ".join(parts)}; {frames} frames'
 
 
@@ -4115,6 +4370,39 @@ def _budget(memory: Any) -> int:
     msg = (f"memory must be a size in bytes (an integer > 0) or a string such as '512M', "
            f"not {memory!r}")
     raise ValueError(msg)
+
+
+def _axis_of(axis: Any) -> str | None:
+    """The frame axis of ``axis``: None, or one letter such as 'T' or 'Z'.
+
+    Raises
+    ------
+    ValueError
+        Not such a letter (C, Y, X and S lie inside a frame).
+    """
+    if axis is None:
+        return None
+    if isinstance(axis, str) and len(axis) == 1 and axis.isalpha() and axis.isascii() \
+            and axis.upper() not in 'CYXS':
+        return axis.upper()
+    msg = f"axis must be the letter of the axis frames run along, such as 'T' or 'Z', not {axis!r}"
+    raise ValueError(msg)
+
+
+def _group_of(group: Any) -> int | None:
+    """The group size of ``group``: None, or an integer >= 2.
+
+    Raises
+    ------
+    ValueError
+        Not such a number.
+    """
+    if group is None:
+        return None
+    if not _is_int(group) or group < 2:
+        msg = f'group must be an integer >= 2, not {group!r}'
+        raise ValueError(msg)
+    return int(group)
 
 
 def _rows_of(rows: Any) -> int:
@@ -4268,24 +4556,27 @@ percentile, minmax, gesd
     if len(extras) == 2 and _same_file(extras['rejection_map'], extras['frame_stats']):
         raise ImgstackError(extras['frame_stats'],
                             'the frame statistics cannot be the rejection map')
-    frames = [open_frame(p) for p in paths]
+    sources = [open_source(p, settings.axis) for p in paths]
+    frames = [f for source in sources for f in source.frames]
+    if len(frames) < 2:
+        raise ImgstackError(paths[0], 'holds a single image: need two or more frames to stack '
+                                      '(more files, or a file of several pages)')
     check_frames(frames, settings.no_alpha)
     for f in frames[1:]:
         f.iccprofile = None  # only the first input's profile is written
     first = frames[0]
+    groups = _groups(frames, settings, sources)
     alpha = first.alpha_index(settings.no_alpha)
     need_stats = (settings.normalize != 'none' or settings.weights != 'none'
                   or 'frame_stats' in extras or report.level >= 2)
+    held = bookkeeping(frames) - bookkeeping(groups[0])  # the other groups' headers
     plan = plan_bands(
-        frames, memory=settings.memory, rows=settings.rows, alpha=alpha is not None,
-        rejection_map='rejection_map' in extras, method=settings.method,
+        groups[0], memory=settings.memory, rows=settings.rows, alpha=alpha is not None,
+        rejection_map='rejection_map' in extras, method=settings.method, held=held,
     )
     out_dtype = np.dtype(np.float32) if settings.dtype == 'float32' else first.dtype
     encode, extra = strip_encoder(settings.codec, out_dtype)
-    for f in frames:
-        if f.pages > 1:
-            _warn(f'{f.path}: holds {f.pages} images; only the first is stacked')
-    advice = poorly_suited(len(frames), settings.method)
+    advice = poorly_suited(len(groups[0]), settings.method)
     if advice:
         _warn(advice)
     report.say(
@@ -4294,42 +4585,145 @@ percentile, minmax, gesd
         f'(needs {format_size(plan.needed)})',
         level=2,
     )
-    job = Job(frames, settings, plan, alpha, out_dtype, report, progress)
+    jobs = [Job(group, settings, plan, alpha, out_dtype, report, progress) for group in groups]
+    for g, job in enumerate(jobs[1:], 1):  # as many rows, so as many rows per strip
+        job.plan = dataclasses.replace(plan_bands(
+            groups[g], memory=settings.memory, rows=plan.rows, alpha=alpha is not None,
+            rejection_map='rejection_map' in extras, method=settings.method, held=held,
+        ), strip_rows=plan.strip_rows)
+        if job.plan.rows != plan.rows:  # a shorter group: never so
+            raise ImgstackError(None, 'the last group cannot be stacked in bands of the others')
+    layout = Layout.of(sources[0], settings, len(groups), out_dtype)
     with contextlib.ExitStack() as stack:
         directory = os.path.dirname(os.path.abspath(output))
-        job.frames = _predecoded(frames, plan, directory, stack, report)
         # per-frame rejections (a mask per band) only for the table
-        job.want_frames = 'frame_stats' in extras or report.level >= 2
-        job.statistics(need_stats)
+        for job in jobs:
+            job.want_frames = 'frame_stats' in extras or report.level >= 2
+            job.directory, job.need_stats = directory, need_stats
+        jobs[0].prepare(stack)  # the later groups when their turn comes
         temps = [temporary_file(os.path.dirname(os.path.abspath(t)), stack, target=t)
                  for t in [output, *extras.values()]]
         names = list(extras)
         rmap = temps[1 + names.index('rejection_map')] if 'rejection_map' in extras else None
-        job.write(temps[0], rmap, encode, extra)
+        write_stack(jobs, layout, temps[0], rmap, encode, extra)
         if rmap is not None and settings.codec is not None:
             index = 1 + names.index('rejection_map')
             temps[index] = compressed_map(rmap, first, plan.strip_rows, settings.codec, stack)
-        if job.unranged:
-            _warn(f'{job.unranged:,} points had no valid value; they keep the plain mean of '
+        unranged = sum(job.unranged for job in jobs)
+        if unranged:
+            _warn(f'{unranged:,} points had no valid value; they keep the plain mean of '
                   'their values (NaN where every value is NaN)')
-        table = job.table()
+        table = [row for job in jobs for row in job.table()]
         if 'frame_stats' in extras:
             write_frame_stats(temps[1 + names.index('frame_stats')], table)
         publish(temps, [output, *extras.values()], settings.force, settings.cli)
-    n, points = len(frames), first.height * first.width * first.samples
+    n = sum(len(group) for group in groups)  # a last frame alone is left out
+    points = first.height * first.width * first.samples
     return Stats(
         output=output,
         frames=n,
         values=n * points,
-        rejected=job.rejected,
-        passes=job.passes,
+        rejected=sum(job.rejected for job in jobs),
+        passes=max(job.passes for job in jobs),
         seconds=time.monotonic() - started,
         bytes_read=n * points * first.dtype.itemsize,
         band_rows=plan.rows,
-        low=job.low,
+        low=sum(job.low for job in jobs),
         frame_table=table,
-        channel_noise=job.noise_ratios(),
+        channel_noise=jobs[0].noise_ratios(),  # the first page's, with --group
     )
+
+
+def _groups(
+    frames: list[Frame], settings: Settings, sources: Sequence[Source],
+) -> list[list[Frame]]:
+    """The frames of each page of the output: all of them, or every
+    ``group`` consecutive ones (a last group of one frame left out, a
+    shorter one stacked; either said in a warning).
+
+    Raises
+    ------
+    ImgstackError
+        A group larger than the frames.
+    """
+    size = settings.group
+    if size is None:
+        return [frames]
+    flag = f'--group {size}' if settings.cli else f'group={size}'
+    if size > len(frames):
+        names = sources[0].path if len(sources) == 1 else f'{len(sources)} inputs'
+        raise ImgstackError(None, f'{flag} is larger than the {len(frames)} frames of {names}: '
+                                  f'choose a group of 2 to {len(frames)} frames')
+    groups = [frames[i:i + size] for i in range(0, len(frames), size)]
+    last = len(groups[-1])
+    if last == 1:
+        groups.pop()
+        _warn(f'{flag}: the last frame ({_frame_name(frames[-1])}) is left out, a group of one')
+    elif last < size:
+        _warn(f'{flag}: the last group holds {last} frames ({_frame_name(groups[-1][0])} to '
+              f'{_frame_name(frames[-1])})')
+    return groups
+
+
+def _frame_name(frame: Frame) -> str:
+    """A frame as the messages and the frame table name it."""
+    return f'{frame.path}[{frame.label}]' if frame.label else frame.path
+
+
+@dataclasses.dataclass
+class Layout:
+    """How the output is written: as the first input (a plain TIFF, an
+    ImageJ hyperstack or an OME-TIFF), one page (or one plane per kept
+    channel) for each group of frames."""
+
+    kind: str = 'plain'
+    axes: str = ''  # the axes of the output's pages, frame axis first: 'TC', 'ZTC'
+    shape: tuple[int, ...] = ()
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def of(cls, source: Source, settings: Settings, groups: int, dtype: np.dtype) -> Layout:
+        """The layout of an output of ``groups`` pages from ``source``'s frames."""
+        step = settings.group or 1
+        axes, shape = source.kept, source.kept_shape
+        if groups > 1:
+            axes, shape = (source.axis or 'I') + axes, (groups, *shape)
+        meta: dict[str, Any] = {}
+        if source.kind == 'imagej':
+            if 'T' in axes and 'Z' in axes and axes.index('T') > axes.index('Z'):
+                return cls('plain', axes, shape)  # ImageJ's order is TZC: plain pages
+            ij = source.meta
+            meta = {k: ij[k] for k in ('unit', 'mode', 'LUTs', 'loop') if k in ij}
+            if 'Z' in axes and 'spacing' in ij:
+                meta['spacing'] = ij['spacing'] * (step if source.axis == 'Z' else 1)
+            if 'T' in axes and 'finterval' in ij:
+                meta['finterval'] = ij['finterval'] * (step if source.axis == 'T' else 1)
+            scale = _range_scale(source.frames[0].dtype, dtype)
+            for key in ('min', 'max'):
+                if key in ij:
+                    meta[key] = ij[key] * scale
+            if 'Ranges' in ij:
+                meta['Ranges'] = tuple(v * scale for v in ij['Ranges'])
+        elif source.kind == 'ome':
+            meta = dict(source.meta)
+            if source.axis == 'Z' and 'PhysicalSizeZ' in meta:
+                meta['PhysicalSizeZ'] *= step
+            if source.axis == 'T' and 'TimeIncrement' in meta:
+                meta['TimeIncrement'] *= step
+            if 'C' not in axes:
+                meta.pop('Channel', None)
+            if 'Z' not in axes:
+                meta.pop('PhysicalSizeZ', None)
+                meta.pop('PhysicalSizeZUnit', None)
+        return cls(source.kind, axes, shape, meta)
+
+
+def _range_scale(dtype: np.dtype, out: np.dtype) -> float:
+    """What display ranges of ``dtype`` values are multiplied by in the
+    output (integers written as float32 are scaled to [0, 1])."""
+    if dtype.kind in 'iu' and out.kind == 'f':
+        return 1.0 / float(np.iinfo(dtype).max)
+    return 1.0
 
 
 def _warn(text: str) -> None:
@@ -4378,8 +4772,8 @@ def check_inputs(inputs: Any) -> list[str]:
     Raises
     ------
     ImgstackError
-        Fewer than two inputs, a pattern that matches nothing, a directory
-        or the same file given twice.
+        No input, a pattern that matches nothing, a directory or the same
+        file given twice.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -4391,8 +4785,8 @@ def check_inputs(inputs: Any) -> list[str]:
     paths = expand_inputs(names)
     if len(paths) == 1 and os.path.isdir(paths[0]):
         raise _folder_given(paths[0])
-    if len(paths) < 2:
-        raise ImgstackError(paths[0] if paths else None, 'need two or more inputs to stack')
+    if not paths:  # one file may hold the frames (its pages): `stack_files` counts them
+        raise ImgstackError(None, 'need two or more frames to stack')
     seen: dict[tuple[int, int], str] = {}
     for path in paths:
         if os.path.isdir(path):
@@ -4541,6 +4935,16 @@ class Job:
         self.quality_rows = sample_rows(first, 1 << 62, WARNING_VALUES)
         self.quality = np.full((len(self.quality_rows), first.width, first.samples), np.nan,
                                np.float32)
+        self.need_stats = False  # statistics beyond the drift warning's (`prepare`)
+        self.directory = '.'  # where inputs decoded once go (`prepare`)
+        self.rows_before = 0  # rows of the groups before (progress of --group)
+        self.rows_all = first.height * first.planes  # rows of every group
+
+    def prepare(self, stack: contextlib.ExitStack) -> None:
+        """Decode once the inputs that need it (closed with ``stack``), and
+        estimate the frames' statistics."""
+        self.frames = _predecoded(self.frames, self.plan, self.directory, stack, self.report)
+        self.statistics(self.need_stats)
 
     # -- statistics -----------------------------------------------------------
 
@@ -4668,7 +5072,7 @@ class Job:
         points = first.height * first.width
         rows = []
         for i, (f, st) in enumerate(zip(self.frames, self.stats)):
-            row: dict[str, Any] = {'path': f.path}
+            row: dict[str, Any] = {'path': _frame_name(f)}
             for c in range(first.samples):
                 w = 1.0 if self.weights is None else float(self.weights[i, c])
                 lo, hi = int(self.frame_low[i, c]), int(self.frame_high[i, c])
@@ -4690,26 +5094,6 @@ class Job:
 
     # -- the stack ------------------------------------------------------------
 
-    def write(self, temp: Temporary, rmap: Temporary | None,
-              encode: Callable[[np.ndarray], bytes], extra: dict[str, Any]) -> None:
-        """Stack band by band into the temporary output (and rejection map)."""
-        first, plan = self.frames[0], self.plan
-        args = writer_args(first, plan.strip_rows, extra, self.out_dtype,
-                           self.settings.describe(len(self.frames)))
-        size = first.height * first.planes * first.width * first.contig * self.out_dtype.itemsize
-        with contextlib.ExitStack() as stack:
-            readers = stack.enter_context(concurrent.futures.ThreadPoolExecutor(WORKERS))
-            workers = stack.enter_context(concurrent.futures.ThreadPoolExecutor(WORKERS))
-            stack.callback(readers.shutdown, cancel_futures=True)
-            stack.callback(workers.shutdown, cancel_futures=True)
-            pages = None if rmap is None else _open_rejection_map(rmap, first)
-            bands = stream_bands(self.frames, plan, self.alpha, readers)
-            strips = self._strips(bands, encode, workers, rmap, pages)
-            with tifffile.TiffWriter(temp.file, bigtiff=needs_bigtiff(size)) as tw:
-                tw.write(strips, **args)
-            if first.resolution is None:
-                _drop_tags(temp.fd, (282, 283, 296))
-
     def _strips(
         self, bands: Iterator[tuple[int, int, int, np.ndarray, np.ndarray | None]],
         encode: Callable[[np.ndarray], bytes], workers: concurrent.futures.Executor,
@@ -4717,12 +5101,12 @@ class Job:
     ) -> Iterator[bytes]:
         """Reject and combine each band; yield the encoded strips."""
         first, plan, s = self.frames[0], self.plan, self.settings
-        total_rows = first.height * first.planes
         scratch = chunk_scratch(s.memory, s.method)
         map_ = functools.partial(pool_map, workers)  # the band's chunks, on the threads
         scale = float(np.iinfo(first.dtype).max) if first.dtype.kind in 'iu' else 1.0
         done = 0
-        self.report.start()
+        if not self.rows_before:
+            self.report.start()
         for plane, r0, r1, values, a in bands:
             n = values.shape[0]
             valid = self._valid(values, a, None if first.planar else self.alpha,
@@ -4765,11 +5149,65 @@ class Job:
             del out, strips
             # before the strips go: the writer takes the last one and stops
             done += r1 - r0
-            self.report.progress(done, total_rows, n, done * n * first.row_bytes)
+            before = self.rows_before
+            self.report.progress(before + done, self.rows_all, n,
+                                 (before + done) * n * first.row_bytes)
             if self.callback is not None:
-                self.callback(done, total_rows)
+                self.callback(before + done, self.rows_all)
             yield from encoded
             del encoded
+
+
+def write_stack(jobs: Sequence[Job], layout: Layout, temp: Temporary, rmap: Temporary | None,
+                encode: Callable[[np.ndarray], bytes], extra: dict[str, Any]) -> None:
+    """Stack each job's frames band by band into one page (or one page per
+    kept channel) of the temporary output, in one write of the whole
+    series, and its counts into the rejection map (three pages per job);
+    the jobs after the first are prepared when their turn comes."""
+    first, plan = jobs[0].frames[0], jobs[0].plan
+    settings, out_dtype = jobs[0].settings, jobs[0].out_dtype
+    args = writer_args(first, plan.strip_rows, extra, out_dtype,
+                       settings.describe(len(jobs[0].frames)))
+    size = (len(jobs) * first.height * first.planes * first.width * first.contig
+            * out_dtype.itemsize)
+    rows = first.height * first.planes
+    for g, job in enumerate(jobs):
+        job.rows_before, job.rows_all = g * rows, len(jobs) * rows
+    if len(jobs) > 1:  # one page per group
+        args['shape'] = (len(jobs), *args['shape'])
+        if first.samples == 1:
+            args['planarconfig'] = None
+    opened: dict[str, Any] = {}
+    if layout.kind in ('imagej', 'ome'):
+        opened[layout.kind] = True
+        sample = first.stored_shape[2:] if not first.planar and first.samples > 1 else ()
+        info = {'Info': args['description']} if layout.kind == 'imagej' else {}
+        args.update(shape=(*layout.shape, first.height, first.width, *sample),
+                    metadata={'axes': layout.axes + 'YX' + ('S' if sample else ''),
+                              **layout.metadata, **info},
+                    description=None, planarconfig=None, extrasamples=None)
+        if first.planar:
+            args['photometric'] = 'minisblack'
+    with contextlib.ExitStack() as stack:
+        readers = stack.enter_context(concurrent.futures.ThreadPoolExecutor(WORKERS))
+        workers = stack.enter_context(concurrent.futures.ThreadPoolExecutor(WORKERS))
+        stack.callback(readers.shutdown, cancel_futures=True)
+        stack.callback(workers.shutdown, cancel_futures=True)
+        pages = None if rmap is None else _open_rejection_map(rmap, first, len(jobs))
+
+        def strips() -> Iterator[bytes]:
+            for g, job in enumerate(jobs):
+                with contextlib.ExitStack() as own:
+                    if g:
+                        job.prepare(own)
+                    bands = stream_bands(job.frames, job.plan, job.alpha, readers)
+                    yield from job._strips(bands, encode, workers, rmap,
+                                           None if pages is None else pages[3 * g:3 * g + 3])
+
+        with tifffile.TiffWriter(temp.file, bigtiff=needs_bigtiff(size), **opened) as tw:
+            tw.write(strips(), **args)
+        if first.resolution is None and layout.kind != 'imagej':
+            _drop_tags(temp.fd, (282, 283, 296))
 
 
 def _opaque(dtype: np.dtype) -> float:
@@ -5243,7 +5681,7 @@ def _name(temp: Temporary) -> None:
 
 
 def _drop_tags(fd: int, codes: Sequence[int]) -> None:
-    """Remove tags from the first IFD of a TIFF file in place (tifffile
+    """Remove tags from every IFD of a TIFF file in place (tifffile
     always writes a resolution; an input without one gets none)."""
     head = _pread(fd, 16, 0)
     order = '<' if head[:2] == b'II' else '>'
@@ -5251,16 +5689,17 @@ def _drop_tags(fd: int, codes: Sequence[int]) -> None:
     count_t, entry, off_t = (('u8', 20, 'u8') if big else ('u2', 12, 'u4'))
     ifd = int(np.frombuffer(head[8:16] if big else head[4:8], order + off_t)[0])
     csize = 8 if big else 2
-    count = int(np.frombuffer(_pread(fd, csize, ifd), order + count_t)[0])
-    body = _pread(fd, count * entry + (8 if big else 4), ifd + csize)
-    entries = [body[i * entry:(i + 1) * entry] for i in range(count)]
-    tail = body[count * entry:]
-    keep = [e for e in entries if int(np.frombuffer(e[:2], order + 'u2')[0]) not in codes]
-    if len(keep) == count:
-        return
-    data = (np.array([len(keep)], order + count_t).tobytes() + b''.join(keep) + tail
-            + b'\0' * ((count - len(keep)) * entry))
-    _pwrite_all(fd, np.frombuffer(data, np.uint8), ifd)
+    while ifd:
+        count = int(np.frombuffer(_pread(fd, csize, ifd), order + count_t)[0])
+        body = _pread(fd, count * entry + (8 if big else 4), ifd + csize)
+        entries = [body[i * entry:(i + 1) * entry] for i in range(count)]
+        tail = body[count * entry:]
+        keep = [e for e in entries if int(np.frombuffer(e[:2], order + 'u2')[0]) not in codes]
+        if len(keep) != count:
+            data = (np.array([len(keep)], order + count_t).tobytes() + b''.join(keep) + tail
+                    + b'\0' * ((count - len(keep)) * entry))
+            _pwrite_all(fd, np.frombuffer(data, np.uint8), ifd)
+        ifd = int(np.frombuffer(tail, order + off_t)[0])
 
 
 def _predecoded(
@@ -5326,26 +5765,30 @@ def stream_bands(
         return buffer[:n * (r1 - r0) * first.width * contig].reshape(
             n, r1 - r0, first.width, contig)
 
-    def read(i: int, plane: int, r0: int, r1: int, out: np.ndarray,
+    def read(indices: list[int], plane: int, r0: int, r1: int, out: np.ndarray,
              aout: np.ndarray | None) -> None:
-        frame = frames[i]
+        frame = frames[indices[0]]
         fd = open_input(frame)
         try:
-            read_rows(frame, fd, plane, r0, r1, out[i])
-            if aout is not None and plane != alpha:
-                assert alpha is not None  # aout only with a planar alpha
-                read_rows(frame, fd, alpha, r0, r1, aout[i])
+            for i in indices:
+                frame = frames[i]
+                read_rows(frame, fd, plane, r0, r1, out[i])
+                if aout is not None and plane != alpha:
+                    assert alpha is not None  # aout only with a planar alpha
+                    read_rows(frame, fd, alpha, r0, r1, aout[i])
         except OSError as exc:
             raise ImgstackError(frame.path, exc.strerror or str(exc)) from exc
         finally:
             os.close(fd)
+
+    tasks = read_tasks(frames)
 
     def submit(k: int) -> list[concurrent.futures.Future[None]]:
         plane, r0, r1 = bands[k]
         out = shaped(buffers[k % 2], r0, r1, first.contig)
         abuffer = alphas[k % 2]
         aout = None if abuffer is None else shaped(abuffer, r0, r1, 1)
-        return [pool.submit(read, i, plane, r0, r1, out, aout) for i in range(n)]
+        return [pool.submit(read, task, plane, r0, r1, out, aout) for task in tasks]
 
     pending = submit(0)
     for k, (plane, r0, r1) in enumerate(bands):
@@ -5366,22 +5809,45 @@ def stream_bands(
         future.cancel()
 
 
+def read_tasks(frames: Sequence[Frame]) -> list[list[int]]:
+    """The frames that one reading task reads with one open file: the
+    pages of one file (consecutive frames), split among the `WORKERS`
+    threads; a frame of its own where each file holds one."""
+    runs: list[list[int]] = []
+    for i, frame in enumerate(frames):
+        if runs and _same_input(frames[runs[-1][0]], frame):
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    tasks: list[list[int]] = []
+    for run in runs:
+        step = -(-len(run) // WORKERS)
+        tasks.extend(run[j:j + step] for j in range(0, len(run), step))
+    return tasks
+
+
+def _same_input(a: Frame, b: Frame) -> bool:
+    """Whether two frames are read from the same open file."""
+    return a.path == b.path and a.fd == b.fd and a.fd is None and a.identity == b.identity
+
+
 MAP_PAGES = ('rejected', 'rejected low', 'rejected high')
 """Pages of the rejection map: per pixel, the values rejected, and of those
 the ones below and above the kept values."""
 
 
-def _open_rejection_map(temp: Temporary, first: Frame) -> list[int]:
-    """Write the header of an empty three-page uint16 rejection map; return
-    the offsets of the pages' (contiguous) data."""
+def _open_rejection_map(temp: Temporary, first: Frame, groups: int = 1) -> list[int]:
+    """Write the header of an empty uint16 rejection map of three pages per
+    group; return the offsets of the pages' (contiguous) data."""
     size = 2 * first.height * first.width
     offsets = []
-    with tifffile.TiffWriter(temp.file, bigtiff=needs_bigtiff(3 * size)) as tw:
-        for name in MAP_PAGES:
-            written = tw.write(None, returnoffset=True, **map_args(first, name))
-            assert written is not None  # returnoffset: (offset, bytes), None without it
-            offset, _ = written
-            offsets.append(offset)
+    with tifffile.TiffWriter(temp.file, bigtiff=needs_bigtiff(3 * groups * size)) as tw:
+        for _ in range(groups):
+            for name in MAP_PAGES:
+                written = tw.write(None, returnoffset=True, **map_args(first, name))
+                assert written is not None  # returnoffset: (offset, bytes), None without it
+                offset, _ = written
+                offsets.append(offset)
     return offsets
 
 
@@ -5438,9 +5904,9 @@ def compressed_map(
             _pread_into(temp.fd, strip, offset + r0 * row_bytes)
             yield encode(strip)
 
-    bigtiff = needs_bigtiff(3 * 2 * first.height * first.width)
+    bigtiff = needs_bigtiff(len(offsets) * 2 * first.height * first.width)
     with tifffile.TiffWriter(target.file, bigtiff=bigtiff) as tw:
-        for offset, name in zip(offsets, MAP_PAGES):
+        for offset, name in zip(offsets, MAP_PAGES * (len(offsets) // len(MAP_PAGES))):
             tw.write(strips(offset), rowsperstrip=strip_rows, maxworkers=1,
                      **map_args(first, name), **extra)
     return target
@@ -5768,6 +6234,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help='values outside are not valid, e.g. 1: or :65000')
     night.add_argument('--no-alpha', action='store_true',
                        help='treat a 4th channel as data, not transparency')
+    series = parser.add_argument_group('a microscope series')
+    series.add_argument('--axis', type=_argtype(_axis_of), metavar='{T,Z}',
+                        help='the axis of a hyperstack or OME-TIFF that frames run along '
+                             '(default: the only one longer than 1)')
+    series.add_argument('--group', type=_count(2), metavar='N',
+                        help='stack every N consecutive frames into one page of OUTPUT')
     mem = parser.add_argument_group('memory')
     mem.add_argument('-m', '--memory', type=_argtype(parse_size), default=DEFAULT_MEMORY,
                      metavar='SIZE',
@@ -5837,7 +6309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             reporter.say(format_frame_table(stats.frame_table), level=2)
         reporter.summary(stats)
         return 0
-    except (ImgstackError, OSError, MemoryError) as exc:
+    except ImgstackError as exc:
+        return 2 if _fail(reporter, str(exc)) and exc.usage else 1
+    except (OSError, MemoryError) as exc:
         return _fail(reporter, _one_line(exc, args.output if args.demo is None else args.demo))
     except RuntimeError as exc:  # threading's "can't start new thread"
         if 'thread' not in str(exc):

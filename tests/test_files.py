@@ -164,16 +164,19 @@ def test_extra_sample_that_is_not_alpha_is_data(tmp_path):
     assert (got[..., 1] == 3).all() and got[..., 0].min() > 0
 
 
-def test_multipage_input_warns(tmp_path, capsys):
+def test_multipage_input_stacks_every_page(tmp_path, capsys):
+    """README, Files: each page of a multi-page input is a frame."""
     stack = frames(4, (6, 7))
-    paths = write_frames(tmp_path, stack)
+    paths = write_frames(tmp_path, stack[1:])
     with tifffile.TiffWriter(paths[0], bigtiff=False) as tw:
         tw.write(stack[0], metadata=None)
         tw.write(stack[1], metadata=None)
     out = str(tmp_path / 'out.tif')
-    assert imgstack.main([out, *paths]) == 0
-    err = capsys.readouterr().err
-    assert f'{paths[0]}: holds 2 images; only the first is stacked' in err
+    assert imgstack.main(['--reject', 'none', out, *paths]) == 0
+    assert 'only the first' not in capsys.readouterr().err
+    want = imgstack.stack_array(np.stack([stack[0], stack[1], stack[2], stack[3]]),
+                                reject='none')[0]
+    np.testing.assert_array_equal(tifffile.imread(out), imgstack.to_dtype(want, stack.dtype))
 
 
 @pytest.mark.parametrize('codec', ['zlib', 'zlib:9', 'lzw', 'zstd', 'zstd:19', 'lzma', 'packbits'])

@@ -112,10 +112,11 @@ def test_library_warnings(tmp_path):
         imgstack.stack_files(paths, str(tmp_path / 'out1.tif'))
     pages = str(tmp_path / 'in' / 'pages.tif')
     with tifffile.TiffWriter(pages) as tw:
-        tw.write(frame(7, shape=(40, 50)), metadata=None)
-        tw.write(frame(8, shape=(40, 50)), metadata=None)
-    with pytest.warns(imgstack.ImgstackWarning, match=re.escape(pages)):
-        imgstack.stack_files([*paths, pages], str(tmp_path / 'out2.tif'), center='median')
+        for seed in (7, 8, 9):
+            tw.write(frame(seed, shape=(40, 50)), metadata=None)
+    with pytest.warns(imgstack.ImgstackWarning, match=re.escape(pages)):  # a group of one
+        imgstack.stack_files([*paths, pages], str(tmp_path / 'out2.tif'), center='median',
+                             group=5)
 
 
 @few_frames

@@ -166,7 +166,7 @@ def test_ctrl_c_during_startup(tmp_path, big_frames):
         ('to_dtype', 2),
         ('read_rows', 7),
         ('_predecode_segments', 2),
-        ('open_frame', 2),
+        ('open_source', 2),
         ('check_frames', 1),
         ('plan_bands', 1),
         ('_pwrite_all', 3),
@@ -511,14 +511,14 @@ def test_signal_held_back_at_the_end_is_raised_before_publishing(tmp_path, capsy
     outdir.mkdir()
     inputs = [write(indir / f'in{i}.tif', frame(i, shape=(40, 50))) for i in range(3)]
     out = outdir / 'out.tif'
-    original = imgstack.Job.write
+    original = imgstack.write_stack
 
-    def write_then_signal(self: Any, *a: Any, **k: Any) -> Any:
-        done = original(self, *a, **k)
+    def write_then_signal(*a: Any, **k: Any) -> Any:
+        done = original(*a, **k)
         signal.getsignal(signal.SIGINT).pending = signal.SIGTERM  # as if held back
         return done
 
-    monkeypatch.setattr(imgstack.Job, 'write', write_then_signal)
+    monkeypatch.setattr(imgstack, 'write_stack', write_then_signal)
     result = run_main(capsys, '-r', '4', out, *inputs)
     assert result.status == 128 + signal.SIGTERM, result.err
     assert result.lines[-1] == 'imgstack: terminated; nothing written', result.err

@@ -28,39 +28,49 @@ be stacked on a laptop.
 The data flow, in the order of this file's sections:
 
 - the computation, pure functions of arrays (no I/O): `Method` holds the
-  settings; `stack_array` and `sigma_clipped_mean` serve arrays in memory;
-  `clip_points` is the core that the file job calls band by band.  It
-  cuts a band into chunks: the default method takes the fast path
-  `_clip_chunk` (thresholds, no sort); every other method a `_Chunk`,
+  rejection and combination, with each method's defaults
+  (`DEFAULT_FACTORS`, `DEFAULT_PASSES`); `stack_array` and
+  `sigma_clipped_mean` serve arrays in memory; `clip_points` is the core
+  that the file job calls band by band (its docstring tables which path
+  computes what).  It cuts a band into chunks: the default method takes
+  the fast path `_clip_chunk` (thresholds, no sort); every other method a
+  `_Chunk`,
   which sorts each point's values once and moves a window of kept values
   with one small step function per method (`_STEPS`: `_Chunk._sigma`,
   `_mad`, `_winsorized`, `_linear`, `_percentile`, `_minmax`, `_gesd`,
-  `_none`), then `_Chunk.combine`.  `_t_quantile` and `gesd_critical`
-  serve GESD; `frame_statistics`, `normalization` and `noise_weights`
-  serve a night's frames;
-- reading: `open_frame` reads each header, `check_frames` compares them,
-  `read_rows` reads the rows of one band of one input;
+  `_none`), then `_Chunk.combine`; a point with no valid value keeps its
+  plain mean (`_plain_where_none_valid`).  `_t_quantile` and
+  `gesd_critical` serve GESD; `frame_statistics`, `normalization` and
+  `noise_weights` serve a night's frames, `zero_borders`, `drift_advice`
+  and `border_advice` its warnings;
+- reading: `open_source` reads each file's header and gives its frames (a
+  page each, or a step along T or Z of a hyperstack: `Source`),
+  `check_frames` compares them, `read_rows` reads the rows of one band of
+  one frame;
 - the memory budget: `plan_bands` picks the band height and says where
   every byte goes;
 - writing: `strip_encoder` and `writer_args` for tifffile's writer;
-- the file job: `stack_files` checks every setting once (`Settings`) and
-  every input and output (`check_inputs`, `check_output`), then a `Job`
-  estimates the frames' statistics (`Job.statistics`, from `sample_rows`),
-  `stream_bands` reads band after band (the next one while the current one
-  is stacked), `Job._strips` stacks each band and yields the output's
-  strips to the writer, and `publish` moves the finished temporary files
-  (`temporary_file`) into place, all or none;
-- the command line: `build_parser` and `main`, which sets the process's
-  thread switch interval and allocator (`tune_allocator`) for stacking,
-  and turns every error into one line on stderr and an exit status.
+- the file job: `stack_files` takes every setting checked once
+  (`Settings.from_options`) and checks every input and output
+  (`check_inputs`, `check_output`), then a `Job` per output page (one, or
+  one per ``--group``) estimates the frames' statistics (`Job.statistics`,
+  from `sample_rows`), `stream_bands` reads band after band (the next one
+  while the current one is stacked), `Job._strips` stacks each band and
+  yields the output's strips to the writer (`write_stack`), and `publish`
+  names the finished files (`temporary_file`), all or none;
+- the command line: `build_parser` and `main`, which turns every error into
+  one line on stderr and an exit status and leaves the process as it found
+  it; `_cli`, the entry point of ``python imgstack.py`` and the console
+  script, sets up the process (standard streams, signals, the thread switch
+  interval and the allocator, `tune_allocator`) and calls `main`.
 
 Example::
 
     python imgstack.py -s 2.5 -i 3 out.tif in*.tif
 
 Exit status: 0 on success, 1 for any error in the inputs, the output or the
-environment, 2 for a usage error, 130 when interrupted with Ctrl-C, 143 on
-SIGTERM, 129 on SIGHUP.
+environment, 2 for a usage error, 128 + N when ended by signal N (130 for
+Ctrl-C, 143 for SIGTERM).
 """
 
 from __future__ import annotations

@@ -79,6 +79,7 @@ __version__ = '0.2.0'
 
 __all__ = [
     'Frame',
+    'FrameMetrics',
     'FrameStats',
     'ImgstackError',
     'ImgstackWarning',
@@ -87,6 +88,7 @@ __all__ = [
     'Reporter',
     'Settings',
     'Stats',
+    'frame_metrics',
     'frame_statistics',
     'main',
     'make_frames',
@@ -2701,6 +2703,401 @@ def noise_weights(stats: Sequence[FrameStats], factor: np.ndarray | None) -> np.
     return 1.0 / noise**2
 
 
+# -- frame metrics (--select, --weights snr, stars, fwhm) ---------------------
+
+DETECT_SIGMA = 5.0
+"""Detection threshold, in units of `CONTRAST_NOISE` times the noise."""
+CONTRAST_NOISE = 0.4
+"""Noise of a peak's contrast, in noise units: the 3x3 binomial smoothing
+leaves 0.375 of white noise, the median of a star's annulus 0.1."""
+HALF = 7
+"""Half width of the box that measures a star (15 x 15 pixels): FWHM up to
+6 pixels is measured within 1%, 7 px 1% low, 8 px 3% low, 10 px 10% low."""
+OUTER = 10
+"""A star's local background is measured between the box of half width
+`HALF` + 1 and that of half width `OUTER` (an annulus of 152 pixels)."""
+WIDEN = 0.5
+"""The moments' weight is the stars' Gaussian widened by this many px^2:
+pixels too small for the weight alias (undersampled stars collapse)."""
+FWHM_SIGMA = 2 * math.sqrt(2 * math.log(2))
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameMetrics:
+    """Quality of one frame (NaN where undefined, see `frame_metrics`)."""
+
+    background: float  # median of the valid values
+    scale: float  # MAD_SCALE * MAD of the valid values
+    noise: float  # MAD_SCALE * MAD of horizontal differences / sqrt(2)
+    stars: int  # point sources measured
+    fwhm: float  # FWHM of the stars' median Gaussian, pixels
+    roundness: float  # its minor / major axis, <= 1
+    transparency: float  # star flux relative to the reference frame's
+    snr: float  # optimal-extraction SNR of the median star
+    # for use as reference: the stars' box centres (rows, columns), and
+    # their fluxes in the boxes of half width 2 to HALF, shape (stars, HALF - 1)
+    positions: np.ndarray = dataclasses.field(repr=False, compare=False)
+    fluxes: np.ndarray = dataclasses.field(repr=False, compare=False)
+
+
+def frame_metrics(sample: np.ndarray, valid: np.ndarray | None = None, *,
+                  reference: FrameMetrics | None = None,
+                  saturation: float | None = None) -> FrameMetrics:
+    """Return the background, noise and star metrics of a 2-D image.
+
+    Detection: the image is smoothed with the 3x3 binomial kernel; a star
+    is a maximum of its 5x5 neighbourhood above both the median and its
+    local background (see `_boxes`: gradients add no false stars) by more
+    than `DETECT_SIGMA` (5) times `CONTRAST_NOISE` (0.4) times the
+    noise: white noise gives about 0.03 false star per 512x512 pixels.
+    Dropped: boxes that leave the image or hold an invalid pixel; flat
+    tops (equal maxima in the 3x3 core at the image's maximum, as clipping
+    leaves) and peaks at or above ``saturation``; hot pixels and cosmic
+    rays (the mean of the peak's 4 neighbours under 0.1 of it: sharper than
+    FWHM ~0.9 px); centroids that wander over 2 px; duplicates (centroids
+    rounding to the same pixel: the brightest is kept).
+
+    Width and shape: Gaussian-weighted second moments ``M`` of every star,
+    with one round weight ``W`` for all, centred on each star's centroid.
+    For a Gaussian star of covariance ``C``, ``M = (C^-1 + W^-1)^-1``
+    whatever ``W``, so ``C = (m^-1 - W^-1)^-1`` with ``m`` the element-wise
+    median of the stars' ``M`` (noise averages out, no star is censored).
+    ``W`` starts at 4 px^2 and becomes ``sqrt(det C) + WIDEN`` over 4
+    passes, which refine the centroids too.  A sensor integrates light over
+    square pixels, which adds a unit box's variance: 1/12 px^2 is taken off
+    ``C``'s diagonal.  ``fwhm = 2.3548 * det(C)**0.25``; ``roundness`` is
+    ``sqrt(minor / major eigenvalue)`` of ``C``.
+
+    Parameters
+    ----------
+    sample : ndarray
+        2-D image (one channel of a crop), converted to float64.
+    valid : ndarray of bool, optional
+        False marks pixels to ignore; NaN and inf are never valid.
+    reference : FrameMetrics, optional
+        Metrics of the reference frame of the same (aligned) crop: the
+        transparency and snr are then measured on its stars.
+    saturation : float, optional
+        Peaks at or above this value are saturated (e.g. the dtype's max).
+
+    Returns
+    -------
+    FrameMetrics
+        ``transparency``: median over the reference's stars of (flux here /
+        flux in the reference); a flux is the sum of a box of half width
+        1.5 times the larger FWHM of the two frames (2 to `HALF` pixels:
+        over 99% of a Gaussian's flux), less the local background; clouds
+        that dim a frame to 0.6 give 0.6; NaN without a reference.
+        ``snr``: median flux / (noise * sqrt(4 pi) * sigma), sigma =
+        fwhm / 2.3548 (the reference's if this frame has no star): the SNR
+        of a PSF-weighted flux of the median star against the sky noise,
+        on the reference's stars if given (comparable between frames),
+        else on this frame's.  No star: ``stars`` 0, ``fwhm`` and
+        ``roundness`` NaN (and ``snr`` without a reference).
+    """
+    x = np.asarray(sample, dtype=np.float64)
+    if x.ndim != 2:
+        msg = f'frame_metrics needs a 2-D image, not {x.ndim}-D'
+        raise ValueError(msg)
+    ok = np.isfinite(x) if valid is None else np.isfinite(x) & valid
+    every = bool(ok.all())
+    xw = x if every else np.where(ok, x, np.nan)
+    nan = math.nan
+    if not ok.any():
+        return FrameMetrics(nan, nan, nan, 0, nan, nan, nan, nan,
+                            np.zeros((0, 2), np.intp), np.zeros((0, HALF - 1)))
+    values = x.ravel() if every else x[ok]
+    background, mad = _median_mad(values)
+    diff = xw[:, 1:] - xw[:, :-1]
+    diff = diff.ravel() if every else diff[np.isfinite(diff)]
+    scale = MAD_SCALE * mad
+    noise = MAD_SCALE * _median_mad(diff)[1] / math.sqrt(2) if diff.size else nan
+    threshold = DETECT_SIGMA * CONTRAST_NOISE * noise
+
+    ys, xs, level = _candidates(x if every else np.where(ok, x, background),
+                                background + threshold)
+    level -= background  # the peaks' smoothed values above the median
+    data, border, good = _boxes(xw, ys, xs, noise)
+    dy, dx = np.divmod(np.arange(9), 3)
+    core = xw[ys[:, None] + dy - 1, xs[:, None] + dx - 1]  # the 3x3 cores, (n, 9)
+    top = core.max(axis=1)
+    flat = ((core == top[:, None]).sum(axis=1) > 1) & (top >= values.max())
+    core -= border[:, None]
+    around = (core[:, 1] + core[:, 3] + core[:, 5] + core[:, 7]) / 4
+    clip = np.inf if saturation is None else saturation
+    good &= ((level - (border - background) > threshold) & ~flat & (top < clip)
+             & (around >= 0.1 * core[:, 4]))
+    ys, xs, data = ys[good], xs[good], data[good]
+    m, centre, w = _moments(data)
+    flux = _fluxes(data)
+    keep = np.flatnonzero(np.isfinite(m).all(axis=1) & (np.abs(centre) <= 2).all(axis=1))
+    keep = keep[np.argsort(-flux[keep, -1], kind='stable')]  # the brightest first
+    pixel = np.round(centre[keep]).astype(np.intp) + np.stack([ys[keep], xs[keep]], axis=1)
+    keep = keep[np.unique(pixel[:, 0] * x.shape[1] + pixel[:, 1], return_index=True)[1]]
+    positions, flux = np.stack([ys[keep], xs[keep]], axis=1), flux[keep]
+
+    fwhm = roundness = nan
+    if keep.size:
+        a, b, c = _deconvolve(np.median(m[keep], axis=0), w) - [1 / 12, 0, 1 / 12]
+        if a > 0 and a * c > b * b:
+            fwhm = FWHM_SIGMA * float(a * c - b * b) ** 0.25
+            root = math.hypot((a - c) / 2, b)
+            roundness = math.sqrt(((a + c) / 2 - root) / ((a + c) / 2 + root))
+    widths = [f for f in (fwhm, nan if reference is None else reference.fwhm) if math.isfinite(f)]
+    sigma = widths[0] / FWHM_SIGMA if widths else nan
+    # the aperture: a box of half width 1.5 FWHM (2 to HALF) holds > 99%
+    column = min(max(math.ceil(1.5 * max(widths)), 2), HALF) - 2 if widths else -1
+    transparency = nan
+    signal = float(np.median(flux[:, column])) if flux.size else nan
+    if reference is not None:
+        ry, rx = reference.positions[:, 0], reference.positions[:, 1]
+        here, _, good = _boxes(xw, ry, rx, noise)
+        here = _fluxes(here[good])[:, column]
+        if here.size:
+            transparency = float(np.median(here / reference.fluxes[good, column]))
+            signal = float(np.median(here))
+    spread = noise * math.sqrt(4 * math.pi) * sigma
+    snr = signal / spread if spread > 0 else nan
+    return FrameMetrics(background, scale, noise, int(keep.size), fwhm, roundness,
+                        transparency, snr, positions, flux)
+
+
+def _candidates(z: np.ndarray, threshold: float) -> tuple[np.ndarray, ...]:
+    """Rows, columns and values of the maxima of the 3x3 binomial smoothing
+    of ``z`` in their 5x5 neighbourhoods that exceed ``threshold``, 3 pixels
+    or more from the edges (none in an image too small for a star's box)."""
+    if min(z.shape) <= 2 * OUTER:
+        return np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0)
+    s = z[:, :-2] + z[:, 2:]  # few temporaries: each costs page faults
+    s += z[:, 1:-1]
+    s += z[:, 1:-1]
+    t = s[:-2] + s[2:]  # t[i, j] is 16 times the smoothing at z[i + 1, j + 1]
+    t += s[1:-1]
+    t += s[1:-1]
+    m = np.maximum(t[:, :-4], t[:, 1:-3])  # running maximum of 5 along rows,
+    for i in (2, 3, 4):
+        np.maximum(m, t[:, i:t.shape[1] - 4 + i], out=m)
+    n = np.maximum(m[:-4], m[1:-3])  # then along columns
+    for i in (2, 3, 4):
+        np.maximum(n, m[i:m.shape[0] - 4 + i], out=n)
+    t = t[2:-2, 2:-2]
+    peak = t == n
+    peak &= t > 16 * threshold
+    ys, xs = np.nonzero(peak)
+    return ys + 3, xs + 3, t[ys, xs] / 16
+
+
+def _boxes(xw: np.ndarray, ys: np.ndarray, xs: np.ndarray, noise: float) -> tuple[np.ndarray, ...]:
+    """Return the 15x15 boxes centred on ``(ys, xs)`` less their local
+    backgrounds, those backgrounds, and which boxes lie inside the image
+    and hold valid (finite) values only in their 21x21 boxes.  A local
+    background is the median of the 152 pixels of the 21x21 box outside
+    its central 17x17 box, less those more than 2.5 noise from their
+    median (neighbouring stars)."""
+    rows, cols = xw.shape
+    inside = (ys >= OUTER) & (ys < rows - OUTER) & (xs >= OUTER) & (xs < cols - OUTER)
+    size = 2 * OUTER + 1
+    if min(rows, cols) < size:  # an image smaller than a box holds none
+        xw = np.full((size, size), np.nan)
+    windows = np.lib.stride_tricks.sliding_window_view(xw, (size, size))
+    big = windows[np.where(inside, ys - OUTER, 0), np.where(inside, xs - OUTER, 0)]
+    good = inside & np.isfinite(big).all(axis=(1, 2))
+    edge = np.ones((size, size), bool)
+    edge[OUTER - HALF - 1:OUTER + HALF + 2, OUTER - HALF - 1:OUTER + HALF + 2] = False
+    ring = np.sort(big[:, edge], axis=1)
+    count = ring.shape[1]
+    median = (ring[:, (count - 1) // 2] + ring[:, count // 2]) / 2
+    low = (ring < (median - 2.5 * noise)[:, None]).sum(axis=1)
+    mid = low + (count - low - (ring > (median + 2.5 * noise)[:, None]).sum(axis=1)) / 2
+    border = (np.take_along_axis(ring, np.floor(mid - 0.5).astype(np.intp)[:, None], 1)
+              + np.take_along_axis(ring, np.ceil(mid - 0.5).astype(np.intp)[:, None], 1))[:, 0] / 2
+    inner = slice(OUTER - HALF, OUTER + HALF + 1)
+    return big[:, inner, inner] - border[:, None, None], border, good  # a copy
+
+
+def _fluxes(data: np.ndarray) -> np.ndarray:
+    """Sums of the central boxes of half width 2 to `HALF` of each box."""
+    return np.stack([data[:, HALF - h:HALF + h + 1, HALF - h:HALF + h + 1].sum(axis=(1, 2))
+                     for h in range(2, HALF + 1)], axis=-1)
+
+
+def _moments(data: np.ndarray, steps: int = 4) -> tuple[np.ndarray, np.ndarray, float]:
+    """Return every box's second moments ``(yy, xy, xx)`` weighted by a
+    round Gaussian of variance ``w`` centred on its centroid (NaN if its
+    weighted sum is not positive), the centroids' offsets ``(y, x)`` from
+    the box centre, and ``w`` (see `frame_metrics`)."""
+    grid = np.arange(-HALF, HALF + 1, dtype=np.float64)
+    centre = np.zeros((len(data), 2))
+    w, m = 4.0, np.full((len(data), 3), np.nan)
+    with np.errstate(all='ignore'):
+        for step in range(steps):
+            d = grid - centre[:, :, None]  # (n, 2, box): offsets in y and x
+            g = np.exp(d * d / (-2 * w))
+            e = np.stack([g, g * d, g * d * d], axis=-1)
+            # s[:, j, k]: the sum of data * weight * dy**j * dx**k
+            s = e[:, 0].transpose(0, 2, 1) @ (data @ e[:, 1])
+            total = np.where(s[:, 0, 0] > 0, s[:, 0, 0], np.nan)
+            my, mx = s[:, 1, 0] / total, s[:, 0, 1] / total
+            m = np.stack([s[:, 2, 0] / total - my * my, s[:, 1, 1] / total - my * mx,
+                          s[:, 0, 2] / total - mx * mx], axis=1)
+            fine = np.isfinite(m).all(axis=1)
+            a, b, c = _deconvolve(np.median(m[fine], axis=0), w) if fine.any() else [np.nan] * 3
+            if not (a > 0 and a * c > b * b):
+                break
+            # a centroid weighted by W moves (W + C) W^-1 less than the star
+            centre += np.stack([(w + a) * my + b * mx, b * my + (w + c) * mx], axis=1) / w
+            if step < steps - 1:
+                w = math.sqrt(a * c - b * b) + WIDEN
+    return m, centre, w
+
+
+def _deconvolve(m: np.ndarray, w: float) -> np.ndarray:
+    """The covariance ``(yy, xy, xx)`` of a Gaussian whose moments weighted
+    by a round Gaussian of variance ``w`` are ``m``: ``(m^-1 - I/w)^-1``."""
+    a, b, c = m
+    det = a * c - b * b
+    p, q, r = c / det - 1 / w, -b / det, a / det - 1 / w
+    return np.array([r, -q, p]) / (p * r - q * q)
+
+
+METRICS = {'noise': -1, 'fwhm': -1, 'transparency': 1, 'stars': 1, 'snr': 1, 'roundness': 1}
+"""The metrics ``--select`` keeps the best frames by, and which way is
+best: -1 low, 1 high."""
+
+FRAME_WEIGHTS = ('none', 'noise', 'snr', 'stars', 'fwhm', 'exposure')
+"""The names ``--weights`` takes (besides ``FILE.csv:COLUMN``)."""
+
+CROP = 512
+"""Side of the central crop of each frame on which the star metrics are
+measured (smaller frames: all of it; a small budget: less)."""
+
+CROP_BYTES = 96
+"""Bytes a crop pixel takes while its metrics are measured: the native
+rows, a float64 copy, the smoothing's and the boxes' temporaries."""
+
+
+def parse_select(text: Any) -> tuple[str, str, float]:
+    """``METRIC:KEEP`` of ``--select`` as ``(metric, kind, value)``: kind
+    ``'%'`` a share of the frames, ``'n'`` a count, ``'s'`` a distance from
+    the median in robust sigmas (1.4826 MAD).
+
+    Raises
+    ------
+    ValueError
+        An unknown metric or a KEEP that is none of the three.
+    """
+    if not isinstance(text, str) or ':' not in text:
+        msg = f'select must be METRIC:KEEP (such as fwhm:80%), not {text!r}'
+        raise ValueError(msg)
+    metric, _, keep = text.partition(':')
+    if metric not in METRICS:
+        msg = f'select: unknown metric {metric!r} (one of {", ".join(METRICS)})'
+        raise ValueError(msg)
+    kinds = {'%': r'\d+(\.\d*)?%', 's': r'\d+(\.\d*)?s', 'n': r'\d+'}
+    for kind, pattern in kinds.items():
+        if re.fullmatch(pattern, keep):
+            value = float(keep.rstrip('%s'))
+            if (kind == '%' and not 0 < value <= 100) or (kind != '%' and value <= 0):
+                break
+            return metric, kind, value
+    msg = (f'select {metric}: keep a share (80%), a count (20) or a distance from the '
+           f'median in robust sigmas (2.5s), not {keep!r}')
+    raise ValueError(msg)
+
+
+def select_frames(values: np.ndarray, metric: str, kind: str, value: float) -> np.ndarray:
+    """Which frames one selection keeps (bool), from their values of
+    ``metric`` (NaN never kept): the best share or count, or those no
+    further than ``value`` robust sigmas from the median on the bad side."""
+    best = METRICS[metric]
+    ok = np.isfinite(values)
+    keep = np.zeros(len(values), bool)
+    if kind == 's':
+        centre, mad = _median_mad(values[ok])
+        keep[ok] = best * (values[ok] - centre) >= -value * MAD_SCALE * mad
+        return keep
+    count = math.ceil(len(values) * value / 100 - 1e-9) if kind == '%' else int(value)
+    order = np.flatnonzero(ok)[np.argsort(-best * values[ok], kind='stable')]
+    keep[order[:count]] = True
+    return keep
+
+
+def exposure_time(path: str) -> float | None:
+    """The ExposureTime (EXIF tag 33434, in seconds) of the first page of a
+    TIFF file, from its IFD or its EXIF IFD; None without one."""
+    with tifffile.TiffFile(path) as tif:
+        tags = tif.pages.first.tags
+        value: Any = None
+        if 33434 in tags:
+            value = tags[33434].value
+        elif 'ExifTag' in tags and isinstance(tags['ExifTag'].value, dict):
+            value = tags['ExifTag'].value.get('ExposureTime')
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        value = value[0] / value[1] if value[1] else None
+    with contextlib.suppress(TypeError, ValueError):
+        return float(value) if value is not None else None
+    return None
+
+
+def csv_weights(spec: str, names: Sequence[str]) -> np.ndarray:
+    """The weights of ``FILE.csv:COLUMN`` for the frames named ``names``:
+    one row per input, matched by its path (the ``path`` or ``file``
+    column, else the first), whole or by its base name.
+
+    Raises
+    ------
+    ImgstackError
+        The file cannot be read, or lacks the column; a row matches no
+        input or the same one as another, or holds no positive number; an
+        input has no row (naming the file and the row).
+    """
+    import csv
+
+    file, _, column = spec.rpartition(':')
+    try:
+        with open(file, newline='', encoding='utf-8', errors='surrogateescape') as f:
+            rows = list(csv.reader(f))
+    except OSError as exc:
+        raise ImgstackError(file, f'cannot read the weights ({exc.strerror or exc})') from exc
+    except csv.Error as exc:
+        raise ImgstackError(file, f'is not CSV ({exc})') from exc
+    if not rows or column not in rows[0]:
+        raise ImgstackError(file, f'has no column {column!r} (its first line names the columns)')
+    header = rows[0]
+    key = next((header.index(k) for k in ('path', 'file') if k in header), 0)
+    at = header.index(column)
+    index: dict[str, int] = {}
+    for i, name in enumerate(names):
+        index.setdefault(name, i)
+        index.setdefault(os.path.basename(name), i)
+    found: dict[int, tuple[int, float]] = {}
+    for line, row in enumerate(rows[1:], 2):
+        if not any(cell.strip() for cell in row):
+            continue
+        name = row[key] if key < len(row) else ''
+        name = name[1:] if name[:2] in ("'=", "'+", "'-", "'@") else name  # as we write it
+        at_ = index.get(name, index.get(os.path.basename(name)))
+        if at_ is None:
+            raise ImgstackError(file, f'row {line}: {name!r} is none of the inputs')
+        i = at_
+        if i in found:
+            raise ImgstackError(file, f'row {line}: {name!r} has a row already (row '
+                                      f'{found[i][0]})')
+        try:
+            weight = float(row[at])
+        except (IndexError, ValueError):
+            weight = math.nan
+        if not (math.isfinite(weight) and weight > 0):
+            cell = row[at] if at < len(row) else ''
+            raise ImgstackError(file, f'row {line}: {column} of {name!r} is {cell!r}, not a '
+                                      'positive number')
+        found[i] = (line, weight)
+    for i, name in enumerate(names):
+        if i not in found:
+            raise ImgstackError(file, f'no row for the input {name!r}')
+    return np.array([found[i][1] for i in range(len(names))])
+
+
 def never_rejects(n: int, sigma_low: float, sigma_high: float, center: str) -> bool:
     """Return whether mean-centred clipping of n values can never reject one.
 
@@ -4069,6 +4466,8 @@ class Stats:
     low: int = 0  # of the rejected values, those below the kept ones
     frame_table: list[dict[str, Any]] = dataclasses.field(default_factory=list, repr=False)
     channel_noise: tuple[float, ...] = ()  # the result's noise over a frame's, per channel
+    dropped: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # --select's:
+    # each frame's name and why (its metric)
 
     @property
     def percent(self) -> float:
@@ -4191,6 +4590,9 @@ class Reporter:
                else '')
             + f'{stats.seconds:.{1 if stats.seconds >= 10 else 2}f} s, {rate:.0f} MB/s'
         )
+        if stats.dropped:
+            self.say(f'dropped {len(stats.dropped)} of {stats.frames + len(stats.dropped)} '
+                     'frames: ' + ', '.join(f'{name} ({why})' for name, why in stats.dropped))
         if len(stats.channel_noise) > 1:
             self.say('noise of a frame\'s by channel: ' + ', '.join(
                 f'{r:.3f} (worth {1 / (r * r) if r > 0 else math.nan:.1f} frames)'
@@ -4228,6 +4630,7 @@ class Settings:
     cli: bool = False  # messages name the command's flags (--force), not keywords
     axis: str | None = None  # the axis frames run along (T or Z), None: the file's only one
     group: int | None = None  # frames stacked into each page of the output
+    select: tuple[tuple[str, str, float], ...] = ()  # (metric, kind, value): `parse_select`
 
     @classmethod
     def from_options(
@@ -4238,7 +4641,7 @@ class Settings:
         valid_range: Any = None, dtype: Any = 'input', compress: Any = None,
         memory: Any = DEFAULT_MEMORY, rows: Any = 100, force: Any = False,
         no_alpha: Any = False, rejection_map: Any = None, frame_stats: Any = None,
-        axis: Any = None, group: Any = None,
+        axis: Any = None, group: Any = None, select: Any = None,
     ) -> Settings:
         """Check every option (the keywords of `stack_files`, the flags of
         the command) and return them as Settings; ``cli`` names the flags
@@ -4254,8 +4657,10 @@ class Settings:
                                 center=center, reject=reject, combine=combine,
                                 percentile=percentile, minmax=minmax, gesd=gesd)
             _check_normalize(normalize)
-            if weights not in ('none', 'noise'):
-                msg = f"weights must be 'none' or 'noise', not {weights!r}"
+            _check_weights(weights)
+            chosen = _select_of(select)
+            if chosen and group is not None:
+                msg = 'select applies to one stack, not to groups'
                 raise ValueError(msg)
             if dtype not in ('input', 'float32'):
                 msg = f"dtype must be 'input' or 'float32', not {dtype!r}"
@@ -4268,6 +4673,7 @@ class Settings:
                 method, normalize, weights, checked_range(valid_range), dtype,
                 _codec_of(compress), _budget(memory), _rows_of(rows), bool(force),
                 bool(no_alpha), cli=cli, axis=_axis_of(axis), group=_group_of(group),
+                select=chosen,
                 **{name: None if value is None else _path_arg(value, name)
                    for name, value in (('rejection_map', rejection_map),
                                        ('frame_stats', frame_stats))},
@@ -4302,6 +4708,8 @@ class Settings:
             parts.append(f'--normalize {self.normalize}')
         if self.weights != 'none':
             parts.append(f'--weights {self.weights}')
+        for metric, kind, value in self.select:
+            parts.append(f'--select {metric}:{value:g}{"" if kind == "n" else kind}')
         if self.valid_range is not None:
             lo, hi = ('' if v is None else f'{v:g}' for v in self.valid_range)
             parts.append(f'--valid-range {lo}:{hi}')
@@ -4312,6 +4720,26 @@ class Settings:
         if self.group is not None:
             parts.append(f'--group {self.group}')
         return f'{" ".join(parts)}; {frames} frames'
+
+
+def _check_weights(weights: Any) -> None:
+    """Refuse weights that are none of `FRAME_WEIGHTS` nor ``FILE.csv:COLUMN``."""
+    if weights in FRAME_WEIGHTS:
+        return
+    if isinstance(weights, str):
+        file, _, column = weights.rpartition(':')
+        if file.lower().endswith('.csv') and column:
+            return
+    msg = f'weights must be one of {", ".join(FRAME_WEIGHTS)} or FILE.csv:COLUMN, not {weights!r}'
+    raise ValueError(msg)
+
+
+def _select_of(select: Any) -> tuple[tuple[str, str, float], ...]:
+    """The selections of ``select``: None, one ``METRIC:KEEP`` or several."""
+    if select is None:
+        return ()
+    items = [select] if isinstance(select, str) else list(select)
+    return tuple(parse_select(item) for item in items)
 
 
 def _flag(name: str, cli: bool) -> str:
@@ -4510,8 +4938,13 @@ percentile, minmax, gesd
         The rejection and combination, as in `stack_array`.
     normalize : {'none', 'additive', 'multiplicative', 'additive-scale'}
         Per-frame normalization before rejection.
-    weights : {'none', 'noise'}
-        Weight each frame by its inverse noise variance.
+    weights : {'none', 'noise', 'snr', 'stars', 'fwhm', 'exposure'} or 'FILE.csv:COLUMN'
+        Weight each frame by its inverse noise variance, its SNR squared,
+        its stars, 1 / FWHM squared, its exposure time or a CSV column.
+    select : str or sequence of str, optional
+        ``'METRIC:KEEP'`` selections (``'fwhm:80%'``, ``'snr:20'``,
+        ``'transparency:2.5s'``): only the frames that every one keeps are
+        stacked.
     valid_range : str or (float or None, float or None), optional
         Values outside ``[low, high]`` (input units) are not valid.
     dtype : {'input', 'float32'}
@@ -4578,6 +5011,7 @@ percentile, minmax, gesd
     groups = _groups(frames, settings, sources)
     alpha = first.alpha_index(settings.no_alpha)
     need_stats = (settings.normalize != 'none' or settings.weights != 'none'
+                  or bool(settings.select)
                   or 'frame_stats' in extras or report.level >= 2)
     held = bookkeeping(frames) - bookkeeping(groups[0])  # the other groups' headers
     plan = plan_bands(
@@ -4610,6 +5044,8 @@ percentile, minmax, gesd
         for job in jobs:
             job.want_frames = 'frame_stats' in extras or report.level >= 2
             job.directory, job.need_stats = directory, need_stats
+            job.want_metrics = bool(job.want_frames or settings.select
+                                    or settings.weights in ('snr', 'stars', 'fwhm'))
         jobs[0].prepare(stack)  # the later groups when their turn comes
         temps = [temporary_file(os.path.dirname(os.path.abspath(t)), stack, target=t)
                  for t in [output, *extras.values()]]
@@ -4627,7 +5063,7 @@ percentile, minmax, gesd
         if 'frame_stats' in extras:
             write_frame_stats(temps[1 + names.index('frame_stats')], table)
         publish(temps, [output, *extras.values()], settings.force, settings.cli)
-    n = sum(len(group) for group in groups)  # a last frame alone is left out
+    n = sum(len(job.frames) for job in jobs)  # a last frame alone is left out, and --select's
     points = first.height * first.width * first.samples
     return Stats(
         output=output,
@@ -4641,6 +5077,8 @@ percentile, minmax, gesd
         low=sum(job.low for job in jobs),
         frame_table=table,
         channel_noise=jobs[0].noise_ratios(),  # the first page's, with --group
+        dropped=[(_frame_name(job.every[i]), why) for job in jobs
+                 for i, why in sorted(job.dropped.items())],
     )
 
 
@@ -4941,6 +5379,12 @@ class Job:
         self.frame_low = np.zeros((n, channels), np.int64)
         self.frame_high = np.zeros((n, channels), np.int64)
         self.want_frames = False
+        self.want_metrics = False  # measure the frames' stars (`measure`)
+        self.metrics: list[FrameMetrics] = []
+        self.every = list(frames)  # the frames before --select, and why each was dropped
+        self.every_stats: list[FrameStats] = []
+        self.every_metrics: list[FrameMetrics] = []
+        self.dropped: dict[int, str] = {}
         # the result's rows of a light sample, for its noise (float32)
         self.quality_rows = sample_rows(first, 1 << 62, WARNING_VALUES)
         self.quality = np.full((len(self.quality_rows), first.width, first.samples), np.nan,
@@ -4979,6 +5423,22 @@ class Job:
             samples = [self._frame_sample(f, rows) for f in self.frames]
         self.stats = [st for st, _ in samples]
         self.borders = [border for _, border in samples]
+        self.every, self.every_stats = list(self.frames), self.stats
+        if self.want_metrics:
+            self.metrics = self.every_metrics = self.measure(room)
+        given = self.given_weights()
+        if s.select:
+            kept = self.select()
+            self.frames = [self.frames[i] for i in kept]
+            self.stats = [self.stats[i] for i in kept]
+            self.borders = [self.borders[i] for i in kept]
+            self.metrics = [self.metrics[i] for i in kept]
+            given = None if given is None else given[kept]
+            n = len(kept)
+            self.frame_low = np.zeros((n, first.samples), np.int64)
+            self.frame_high = np.zeros((n, first.samples), np.int64)
+        if s.weights in ('snr', 'stars', 'fwhm'):
+            given = self.metric_weights(s.weights)
         data = self.stats
         if self.alpha is not None:  # alpha is not normalized nor weighted
             data = [dataclasses.replace(st, location=st.location.copy(), scale=st.scale.copy(),
@@ -4989,6 +5449,10 @@ class Job:
             factor, offset = normalization(data, s.normalize)
             if s.weights == 'noise':
                 self.weights = noise_weights(data, factor)
+            elif given is not None:
+                self.weights = np.repeat(given[:, np.newaxis], first.samples, axis=1)
+                if self.alpha is not None:
+                    self.weights[:, self.alpha] = 1.0
         except ValueError as exc:
             index = int(str(exc).split()[1])
             raise ImgstackError(self.frames[index].path, str(exc).split(' ', 2)[2]) from exc
@@ -5002,6 +5466,152 @@ class Job:
             advice = border_advice(self.borders)
             if advice:
                 _warn(advice)
+
+    def given_weights(self) -> np.ndarray | None:
+        """Per-frame weights that need no metric: exposure times, or a
+        column of a CSV file (None for the others).
+
+        Raises
+        ------
+        ImgstackError
+            The first frame without an exposure time; a bad CSV row.
+        """
+        weights = self.settings.weights
+        if weights == 'exposure':
+            times = []
+            for frame in self.frames:
+                try:
+                    t = exposure_time(frame.path)
+                except (OSError, tifffile.TiffFileError) as exc:
+                    raise ImgstackError(frame.path, f'cannot read its tags ({exc})') from exc
+                if t is None or not (math.isfinite(t) and t > 0):
+                    raise ImgstackError(frame.path, 'has no exposure time (EXIF ExposureTime, '
+                                                    'tag 33434) to weight it by')
+                times.append(t)
+            return np.array(times)
+        if weights not in FRAME_WEIGHTS:
+            return csv_weights(weights, [_frame_name(f) for f in self.frames])
+        return None
+
+    def metric_values(self, metric: str, frames: Sequence[int] | None = None) -> np.ndarray:
+        """One metric of every frame (of ``frames``, indices in `every`):
+        the noise their channels' median, alpha aside."""
+        index = range(len(self.every)) if frames is None else frames
+        if metric == 'noise':
+            noise = np.array([self.every_stats[i].noise for i in index])
+            if self.alpha is not None:
+                noise = np.delete(noise, self.alpha, axis=1)
+            return np.median(noise, axis=1)
+        return np.array([float(getattr(self.every_metrics[i], metric)) for i in index])
+
+    def _unmeasured(self, values: np.ndarray, metric: str, frames: Sequence[int], use: str,
+                    ) -> None:
+        """Refuse a metric that one of ``frames`` lacks (naming the first)."""
+        bad = np.flatnonzero(~(np.isfinite(values) & (values > 0 if use == 'weights' else True)))
+        if bad.size:
+            frame = self.every[frames[bad[0]]]
+            why = {'fwhm': 'no star', 'roundness': 'no star', 'snr': 'no star of the reference',
+                   'transparency': 'no star of the reference', 'stars': 'no star'}.get(
+                       metric, 'no valid value')
+            flag = f'--{use} {metric}' if self.settings.cli else f'{use}={metric!r}'
+            raise ImgstackError(_frame_name(frame), f'{metric} cannot be measured ({why} in the '
+                                                    f'central crop): {flag} cannot use it')
+
+    def select(self) -> list[int]:
+        """The indices of the frames that every ``--select`` keeps; the
+        others' reasons go to `dropped`.
+
+        Raises
+        ------
+        ImgstackError
+            A frame whose metric cannot be measured; fewer than 2 kept.
+        """
+        every = range(len(self.every))
+        keep = np.ones(len(self.every), bool)
+        for metric, kind, value in self.settings.select:
+            values = self.metric_values(metric)
+            self._unmeasured(values, metric, every, 'select')
+            ok = select_frames(values, metric, kind, value)
+            for i in np.flatnonzero(keep & ~ok):
+                self.dropped[int(i)] = f'{metric} {values[i]:.4g}'
+            keep &= ok
+            if keep.sum() < 2:
+                spec = f'{metric}:{value:g}{"" if kind == "n" else kind}'
+                flag = f'--select {spec}' if self.settings.cli else f'select={spec!r}'
+                shown = ', '.join(f'{v:.4g}' for v in values)
+                raise ImgstackError(None, f'{flag} leaves {int(keep.sum())} frame(s) of '
+                                          f'{len(values)}, need 2 (the {metric} of the frames: '
+                                          f'{shown})')
+        return [int(i) for i in np.flatnonzero(keep)]
+
+    def metric_weights(self, metric: str) -> np.ndarray:
+        """The weights of ``--weights snr`` (SNR squared), ``stars`` (their
+        count) or ``fwhm`` (1 / FWHM squared) of the kept frames."""
+        kept = [i for i in range(len(self.every)) if i not in self.dropped]
+        values = self.metric_values(metric, kept)
+        self._unmeasured(values, metric, kept, 'weights')
+        if metric == 'snr':
+            return values ** 2
+        if metric == 'fwhm':
+            return 1.0 / values ** 2
+        return values.astype(np.float64)
+
+    def crop_side(self, room: int) -> int:
+        """The side of the central crop (`CROP` at most) whose metrics
+        fit in ``room`` with `WORKERS` crops at once."""
+        first = self.frames[0]
+        side = min(CROP, first.height, first.width)
+        while side > 2 * OUTER + 1 and WORKERS * side * (
+                side * CROP_BYTES + first.width * first.samples * first.dtype.itemsize) > room:
+            side //= 2
+        return side
+
+    def measure(self, room: int) -> list[FrameMetrics]:
+        """Each frame's metrics on its central crop (`crop`): the first
+        frame's stars are the reference of every frame's transparency and
+        snr; two frames at a time."""
+        side = self.crop_side(room)
+        self.report.say(f'frame metrics from the central {side}x{side} pixels of each frame',
+                        level=2)
+        first = self.crop(self.frames[0], side)
+        reference = frame_metrics(*first)
+        measured = [frame_metrics(*first, reference=reference)]
+        del first
+        if len(self.frames) > 1:
+            with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+                measured += pool_map(pool, lambda f: frame_metrics(
+                    *self.crop(f, side), reference=reference), self.frames[1:])
+        return measured
+
+    def crop(self, frame: Frame, side: int) -> tuple[np.ndarray, np.ndarray]:
+        """The central ``side`` x ``side`` pixels of a frame as one channel
+        (the mean of its colour channels, float64) and their validity
+        (every colour channel valid, opaque, and below an integer type's
+        maximum: saturated stars are no measure)."""
+        first = self.frames[0]
+        r0, c0 = (first.height - side) // 2, (first.width - side) // 2
+        planes = []
+        fd = open_input(frame)
+        try:
+            for plane in range(first.planes):
+                out = np.empty((side, first.width, first.contig), first.dtype)
+                read_rows(frame, fd, plane, r0, r0 + side, out)
+                planes.append(out[:, c0:c0 + side])
+                del out
+        except OSError as exc:
+            raise ImgstackError(frame.path, exc.strerror or str(exc)) from exc
+        finally:
+            os.close(fd)
+        sample = planes[0] if len(planes) == 1 else np.concatenate(planes, axis=-1)
+        a = None if self.alpha is None else sample[np.newaxis, ..., self.alpha:self.alpha + 1]
+        valid = self._valid(sample[np.newaxis], a, self.alpha)
+        colours = [c for c in range(first.samples) if c != self.alpha]
+        ok = np.ones((side, side), bool) if valid is None else valid[0][..., colours].all(-1)
+        values = sample[..., colours]
+        if first.dtype.kind in 'iu':
+            ok &= (values < np.iinfo(first.dtype).max).all(-1)
+        luminance = values.astype(np.float64).mean(axis=-1)
+        return luminance, ok
 
     def _frame_sample(self, frame: Frame, rows: np.ndarray) -> tuple[FrameStats, np.ndarray]:
         """Read the sample rows of one frame; return its statistics and its
@@ -5075,17 +5685,23 @@ class Job:
         return tuple(float(r) if np.isfinite(r) else math.nan for r in ratio)
 
     def table(self) -> list[dict[str, Any]]:
-        """Per-frame rows of the frame statistics (``--frame-stats``)."""
+        """Per-frame rows of the frame statistics (``--frame-stats``): every
+        frame, those that ``--select`` dropped with weight 0 and the reason."""
         if not self.stats:
             return []
         first = self.frames[0]
         points = first.height * first.width
         rows = []
-        for i, (f, st) in enumerate(zip(self.frames, self.stats)):
+        kept = [i for i in range(len(self.every)) if i not in self.dropped]
+        at = {e: k for k, e in enumerate(kept)}
+        for e, (f, st) in enumerate(zip(self.every, self.every_stats)):
             row: dict[str, Any] = {'path': _frame_name(f)}
+            i = at.get(e, -1)
             for c in range(first.samples):
                 w = 1.0 if self.weights is None else float(self.weights[i, c])
                 lo, hi = int(self.frame_low[i, c]), int(self.frame_high[i, c])
+                if i < 0:
+                    w, lo, hi = 0.0, 0, 0
                 row.update({
                     f'location_{c}': float(st.location[c]),
                     f'scale_{c}': float(st.scale[c]),
@@ -5099,6 +5715,12 @@ class Job:
                         f'rejected_high_{c}': hi,
                         f'rejected_high_pct_{c}': 100.0 * hi / points,
                     })
+            if self.every_metrics:
+                m = self.every_metrics[e]
+                row.update({'stars': m.stars, 'fwhm': m.fwhm, 'roundness': m.roundness,
+                            'transparency': m.transparency, 'snr': m.snr})
+            if self.settings.select:
+                row['dropped'] = self.dropped.get(e, '')
             rows.append(row)
         return rows
 
@@ -6238,8 +6860,15 @@ def build_parser() -> argparse.ArgumentParser:
     night = parser.add_argument_group('a night of frames')
     night.add_argument('--normalize', choices=NORMALIZATIONS, default='none',
                        help='normalize each frame before rejection (default %(default)s)')
-    night.add_argument('--weights', choices=('none', 'noise'), default='none',
-                       help='weight frames by inverse noise variance (default %(default)s)')
+    night.add_argument('--weights', type=_argtype(_weights_arg), default='none',
+                       metavar='{none,noise,snr,stars,fwhm,exposure,FILE.csv:COLUMN}',
+                       help='weight frames by inverse noise variance, SNR squared, stars, '
+                            '1/FWHM squared, exposure time or a column (default %(default)s)')
+    night.add_argument('--select', action='append', type=_argtype(_select_arg),
+                       metavar='METRIC:KEEP',
+                       help='keep the best frames by noise, fwhm, transparency, stars, snr or '
+                            'roundness: a share (80%%), a count (20) or within N robust sigmas '
+                            'of the median (2.5s); repeatable')
     night.add_argument('--valid-range', type=_argtype(parse_range), metavar='LOW:HIGH',
                        help='values outside are not valid, e.g. 1: or :65000')
     night.add_argument('--no-alpha', action='store_true',
@@ -6276,6 +6905,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help='write sample frames into DIR, stack them and explain')
     msg.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
     return parser
+
+
+def _weights_arg(text: str) -> str:
+    _check_weights(text)
+    return text
+
+
+def _select_arg(text: str) -> str:
+    parse_select(text)
+    return text
 
 
 PARAMETERS = ('percentile', 'minmax', 'gesd')
@@ -6490,6 +7129,12 @@ def format_frame_table(table: list[dict[str, Any]]) -> str:
                 f'low {row[f"rejected_low_{c}"]} ({row[f"rejected_low_pct_{c}"]:.2f}%) '
                 f'high {row[f"rejected_high_{c}"]} ({row[f"rejected_high_pct_{c}"]:.2f}%)')
             c += 1
+        if 'stars' in row:
+            parts.append(f'stars {row["stars"]} fwhm {row["fwhm"]:.3g} round '
+                         f'{row["roundness"]:.2f} transp {row["transparency"]:.3g} '
+                         f'snr {row["snr"]:.3g}')
+        if row.get('dropped'):
+            parts.append(f'dropped ({row["dropped"]})')
         lines.append('  '.join(parts))
     return 'frames:\n' + '\n'.join(lines)
 

@@ -571,7 +571,8 @@ def test_frame_stats_csv(tmp_path, capsys, weights):
     assert [r['path'] for r in rows] == paths
     columns = ['path'] + [f'{k}_{c}' for c in range(3) for k in (
         'location', 'scale', 'noise', 'weight', 'rejected_low', 'rejected_low_pct',
-        'rejected_high', 'rejected_high_pct')]
+        'rejected_high', 'rejected_high_pct')] + ['stars', 'fwhm', 'roundness', 'transparency',
+                                                  'snr']
     assert sorted(rows[0]) == sorted(columns)
     get = lambda key: np.array([[float(r[f'{key}_{c}']) for c in range(3)] for r in rows])  # noqa: E731
     np.testing.assert_allclose(get('location'), levels, atol=3.0)  # the frames' levels

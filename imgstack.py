@@ -2967,7 +2967,7 @@ best: -1 low, 1 high."""
 FRAME_WEIGHTS = ('none', 'noise', 'snr', 'stars', 'fwhm', 'exposure')
 """The names ``--weights`` takes (besides ``FILE.csv:COLUMN``)."""
 
-CROP = 512
+CROP = 256
 """Side of the central crop of each frame on which the star metrics are
 measured (smaller frames: all of it; a small budget: less)."""
 

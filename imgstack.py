@@ -41,8 +41,11 @@ The data flow, in the order of this file's sections:
   `_none`), then `_Chunk.combine`; a point with no valid value keeps its
   plain mean (`_plain_where_none_valid`).  `_t_quantile` and
   `gesd_critical` serve GESD; `frame_statistics`, `normalization` and
-  `noise_weights` serve a night's frames, `zero_borders`, `drift_advice`
-  and `border_advice` its warnings;
+  `noise_weights` serve a night's frames, `frame_metrics` measures each
+  frame's stars, sharpness and transparency (`FrameMetrics`) for
+  `select_frames` (``--select``) and the weights of `csv_weights` and its
+  kind, and `zero_borders`, `drift_advice` and `border_advice` give its
+  warnings;
 - reading: `open_source` reads each file's header and gives its frames (a
   page each, or a step along T or Z of a hyperstack: `Source`),
   `check_frames` compares them, `read_rows` reads the rows of one band of

@@ -2391,10 +2391,16 @@ def _integer_edges(
     either lies within `EXACT_MARGIN` of an integer (and d > 0, else the
     bounds are c, exact), both come from `_exact_bounds` on the point's
     kept values ``points(j)``."""
-    with np.errstate(invalid='ignore'):
-        margin = EXACT_MARGIN * (np.abs(c) + d)
-        near = np.abs(lo - np.rint(lo)) <= margin
-        near |= np.abs(hi - np.rint(hi)) <= margin
+    with np.errstate(invalid='ignore'):  # in place: a few calls a pass on the fast path
+        margin = np.abs(c)
+        margin += d
+        margin *= EXACT_MARGIN
+        gap = np.rint(lo)
+        gap -= lo
+        near = np.abs(gap, out=gap) <= margin
+        gap = np.rint(hi)
+        gap -= hi
+        near |= np.abs(gap, out=gap) <= margin
         near &= d > 0
     lo, hi = np.ceil(lo), np.floor(hi)
     for j in np.flatnonzero(near).tolist():
@@ -2412,28 +2418,34 @@ def _exact_bounds(values: list[int], reject: str, center: str, low: float,
     median).  A value exactly on a bound is kept."""
     v = sorted(values)
     k = len(v)
+    if reject == 'sigma':  # in integers: c = top / under, d = sqrt(spread) / k
+        total, squares = sum(v), sum(x * x for x in v)
+        top, under = (total, k) if center == 'mean' else (v[(k - 1) >> 1] + v[k >> 1], 2)
+        spread = k * squares - total * total
+        return (_exact_edge(top, under, k, spread, low, -1),
+                _exact_edge(top, under, k, spread, high, 1))
     median = Fraction(v[(k - 1) >> 1] + v[k >> 1], 2)
     lo_f, hi_f = Fraction(low), Fraction(high)
     if reject == 'percentile':
         return math.ceil(median - lo_f * median), math.floor(median + hi_f * median)
-    if reject == 'mad':
-        dist = sorted(abs(x - median) for x in v)
-        d = Fraction(MAD_SCALE) * (dist[(k - 1) >> 1] + dist[k >> 1]) / 2
-        return math.ceil(median - lo_f * d), math.floor(median + hi_f * d)
-    total, squares = sum(v), sum(x * x for x in v)
-    c = Fraction(total, k) if center == 'mean' else median
-    var = Fraction(k * squares - total * total, k * k)
-    return _exact_edge(c, lo_f * lo_f * var, -1), _exact_edge(c, hi_f * hi_f * var, 1)
+    dist = sorted(abs(x - median) for x in v)  # mad
+    d = Fraction(MAD_SCALE) * (dist[(k - 1) >> 1] + dist[k >> 1]) / 2
+    return math.ceil(median - lo_f * d), math.floor(median + hi_f * d)
 
 
-def _exact_edge(c: Fraction, t: Fraction, side: int) -> int:
-    """``floor(c + sqrt(t))`` (side 1) or ``ceil(c - sqrt(t))`` (side -1):
-    the last integer m from c outwards with ``(m - c)^2 <= t``."""
+def _exact_edge(top: int, under: int, k: int, spread: int, factor: float, side: int) -> int:
+    """``floor(c + F d)`` (side 1) or ``ceil(c - F d)`` (side -1) for c =
+    top / under and d = sqrt(spread) / k, in integers: the last m from c
+    outwards with ``(m under - top) k q <= under p sqrt(spread)``, F = p / q
+    (compared squared: no root)."""
+    p, q = float(factor).as_integer_ratio()
+    limit = (under * p) ** 2 * spread
+
     def inside(m: int) -> bool:
-        gap = (m - c) * side
-        return gap <= 0 or gap * gap <= t
+        gap = (m * under - top) * side
+        return gap <= 0 or (gap * k * q) ** 2 <= limit
 
-    guess = float(c) + side * math.sqrt(float(t))
+    guess = top / under + side * factor * math.sqrt(spread) / k
     m = math.floor(guess) if side > 0 else math.ceil(guess)
     while inside(m + side):
         m += side

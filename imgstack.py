@@ -153,6 +153,7 @@ import types
 import warnings
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from fractions import Fraction
 from typing import Any, cast
 
 REQUIREMENTS = {'numpy': '1.24', 'tifffile': '2024.8.10', 'imagecodecs': '2024.6.1'}
@@ -1175,6 +1176,9 @@ class _Chunk:
         # counts of up to n values: in a byte when they fit (4x faster sums)
         self.counter = np.uint8 if n < 256 else np.int32
         self.exact = work.dtype.kind in 'iu'
+        # integer data (not normalized): bounds decided exactly, in whole
+        # numbers; floats: within FLOAT_TOLERANCE
+        self.integers = x.dtype.kind in 'iu'
         if self.exact:
             # small integers stay in their type: sums of values and squares
             # in float64 are exact integers (below 2**53), and so are the
@@ -1396,14 +1400,38 @@ class _Chunk:
         _, mean, var = self.stats(a, b, idx)
         d = np.sqrt(var)
         c = mean if self.method.center == 'mean' else self.median(a, b, idx)
-        return self._apply(idx, c, d, a, b)
+        return self._apply(idx, c, d, a, b, 'sigma')
 
     def _apply(self, idx: np.ndarray, c: np.ndarray, d: np.ndarray, a: np.ndarray,
-               b: np.ndarray) -> np.ndarray:
+               b: np.ndarray, reject: str | None = None) -> np.ndarray:
         """The sigma test ``c - L d <= x <= c + H d`` on the windows a..b-1
-        of the points idx; return where it moved."""
+        of the points idx; return where it moved.  ``reject`` names the
+        definition of c and d that `_edges` recomputes exactly (None:
+        within `FLOAT_TOLERANCE` whatever the data)."""
         m = self.method
-        return self._keep_within(idx, c - m.sigma_low * d, c + m.sigma_high * d, a, b)
+        lo, hi = self._edges(idx, c - m.sigma_low * d, c + m.sigma_high * d, c, d, a, b,
+                             reject, m.sigma_low, m.sigma_high)
+        return self._keep_within(idx, lo, hi, a, b)
+
+    def _edges(self, idx: np.ndarray, lo: np.ndarray, hi: np.ndarray, c: np.ndarray,
+               d: np.ndarray, a: np.ndarray, b: np.ndarray, reject: str | None, low: float,
+               high: float) -> tuple[np.ndarray, np.ndarray]:
+        """The bounds lo, hi (shifted units) of the windows a..b-1 decided
+        as README says: for integer data whole numbers, exact
+        (`_integer_edges` on the definition ``reject``); for floats, or
+        without ``reject``, widened by `FLOAT_TOLERANCE`."""
+        shift = self.shift[idx]
+        if not self.integers or reject is None:
+            return _tolerant(lo, hi, c + shift, d)
+        s = self.s
+
+        def points(j: int) -> list[int]:  # the kept values of point j, unshifted
+            base = int(shift[j])
+            return [int(v) + base for v in s[int(a[j]):int(b[j]), int(idx[j])].tolist()]
+
+        lo, hi = _integer_edges(lo + shift, hi + shift, c + shift, d, points, reject,
+                                self.method.center, low, high)
+        return lo - shift, hi - shift
 
     def _keep_within(self, idx: np.ndarray, lo: np.ndarray, hi: np.ndarray, a: np.ndarray,
                      b: np.ndarray) -> np.ndarray:
@@ -1421,7 +1449,7 @@ class _Chunk:
         else:
             c = self.median(a, b, idx)
             mad = self.mad(a, b, c, idx)
-        return self._apply(idx, c, MAD_SCALE * mad, a, b)
+        return self._apply(idx, c, MAD_SCALE * mad, a, b, 'mad')
 
     def mad_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """Median and MAD of every point's n values, from whole rows of the
@@ -1661,16 +1689,14 @@ class _Chunk:
         res -= my
         res *= keep
         d = np.abs(res).sum(axis=0) / count
-        m = self.method
-        low = res < -m.sigma_low * d
-        out = low | (res > m.sigma_high * d)
+        low, out = self._linear_out(idx, res, d, keep, y)
         keep &= ~out
         if self.masks:
             low_rows |= low
         else:
             low_rows += low.sum(axis=0, dtype=self.counter)
         y *= keep
-        moved = out.any(axis=0)
+        moved = np.asarray(out.any(axis=0))
         # the points that did not move are settled: their masks are final
         # (or their count and sum, unchanged by this pass: written for every
         # point, those that moved write theirs again later)
@@ -1680,6 +1706,39 @@ class _Chunk:
             self._linear_final(idx, count, total, low_rows)
         self._linear_left = (idx, moved, keep, y, low_rows)
         return moved
+
+    def _linear_out(self, idx: np.ndarray, res: np.ndarray, d: np.ndarray, keep: np.ndarray,
+                    y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Linear fit's test of the residuals res (0 where not kept) against
+        ``-L d`` and ``H d``: the values rejected low, and all those
+        rejected.  Floats: within ``FLOAT_TOLERANCE * (M + d)`` of its bound a
+        residual is on it (M the largest magnitude of the point's values);
+        integer data: a point with a residual within `EXACT_MARGIN` of that
+        is decided again exactly (`_exact_linear`)."""
+        m = self.method
+        # M, from the point's lowest and highest valid values
+        shift = self.shift[idx]
+        top = np.maximum(np.abs(self.at(np.zeros_like(idx), idx) + shift),
+                         np.abs(self.at(self.k[idx] - 1, idx) + shift))
+        scale = top + d
+        under, over = -m.sigma_low * d, m.sigma_high * d
+        if not self.integers:
+            tol = FLOAT_TOLERANCE * scale
+            low: np.ndarray = res < under - tol
+            return low, low | (res > over + tol)
+        low = res < under
+        out: np.ndarray = low | (res > over)
+        margin = EXACT_MARGIN * scale
+        near = np.abs(res - over) <= margin
+        near |= np.abs(res - under) <= margin
+        near &= keep
+        for j in np.flatnonzero(near.any(axis=0) & (d > 0)).tolist():
+            rows = np.flatnonzero(keep[:, j])
+            lows, outs = _exact_linear([int(v) for v in y[rows, j].tolist()],
+                                       m.sigma_low, m.sigma_high)
+            low[:, j] = out[:, j] = False
+            low[rows, j], out[rows, j] = lows, outs
+        return low, out
 
     def _linear_masks(self, idx: np.ndarray, done: np.ndarray, keep: np.ndarray,
                       low_rows: np.ndarray) -> None:
@@ -1714,7 +1773,9 @@ class _Chunk:
         low, high = self.method.percentile
         a, b = self.a[idx], self.b[idx]
         m = self.median(a, b, idx) + self.shift[idx]  # in the values' own units
-        lo, hi = m - low * m - self.shift[idx], m + high * m - self.shift[idx]
+        c = m - self.shift[idx]
+        lo, hi = self._edges(idx, c - low * m, c + high * m, c, np.abs(m), a, b, 'percentile',
+                             low, high)
         return self._keep_within(idx, lo, hi, a, b)
 
     def _minmax(self, idx: np.ndarray) -> np.ndarray:
@@ -2017,7 +2078,8 @@ def _clip_chunk(
     passes = 0
     for _ in range(iterations):
         passes += 1
-        lo, hi = _bounds(x, kept, total, count, low, high, center, exact, presorted)
+        lo, hi = _bounds(x, kept, total, count, low, high, center, exact, presorted,
+                         v.dtype.kind in 'iu')
         under = x < lo
         out = under | (x > hi)
         if kept is not None:
@@ -2155,8 +2217,16 @@ def _clip_sorted(
                    + flat.take((f + (k >> 1)) * c + active)) / 2
             lowest, highest = flat.take(f * c + active), flat.take((f + k - 1) * c + active)
         std = np.sqrt(var)
-        # float bounds: only end values are compared with them, few
-        lo, hi = mid - std * low, mid + std * high
+        # whole-number bounds, decided exactly (`_integer_edges`): only end
+        # values are compared with them, few
+        def points(j: int, first: np.ndarray = f, count: np.ndarray = k,
+                   point: np.ndarray = active) -> list[int]:
+            # the kept values of point j, a run of its rows
+            start = int(first[j])
+            return x[start:start + int(count[j]), int(point[j])].tolist()
+
+        lo, hi = _integer_edges(mid - std * low, mid + std * high, mid, std, points, 'sigma',
+                                'median', low, high)
         moved = ((lowest < lo) | (highest > hi)).nonzero()[0]
         if not moved.size:
             break
@@ -2237,13 +2307,17 @@ def _bounds(
     center: str,
     exact: bool,
     presorted: bool = False,
+    integers: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return the lowest and highest value each point keeps in this pass.
 
     ``d`` is the standard deviation about the mean with divisor ``k``: from
     exact integer sums ``(k*sum(x^2) - sum(x)^2) / k^2`` for small
-    integers, otherwise with a second pass over the deviations.  For small
-    integers the bounds are returned as integers of the data's type.
+    integers, otherwise with a second pass over the deviations.  For
+    ``integers`` (integer data, not normalized) the bounds are whole
+    numbers decided exactly (`_integer_edges`), of the data's type for
+    small integers (``exact``); for floats they are widened by
+    `FLOAT_TOLERANCE`.
     """
     with np.errstate(invalid='ignore', divide='ignore'):
         mean = total / count
@@ -2258,6 +2332,14 @@ def _bounds(
         std = np.sqrt(var)
         mid = mean if center == 'mean' else _median(x, kept, count, presorted)
         lo, hi = mid - std * low, mid + std * high
+    if not (integers or exact):
+        return _tolerant(lo, hi, mid, std)
+
+    def points(j: int) -> list[int]:  # the kept values of point j
+        column = x[:, j] if kept is None else x[kept[:, j], j]
+        return [int(v) for v in column.tolist()]
+
+    lo, hi = _integer_edges(lo, hi, mid, std, points, 'sigma', center, low, high)
     if not exact:
         return lo, hi
     return _integer_bounds(lo, hi, x.dtype)
@@ -2282,6 +2364,119 @@ def _integer_bounds(
     # NaN bounds belong to points with no value kept: nothing to compare
     with np.errstate(invalid='ignore'):
         return lo.astype(dtype), hi.astype(dtype)
+
+
+FLOAT_TOLERANCE = 1e-12
+"""Floats: a value within ``FLOAT_TOLERANCE * (|c| + d)`` of a bound counts
+as on it and is kept, on every path (linear fit: a residual within
+``FLOAT_TOLERANCE * (M + d)`` of its bound, M the largest magnitude of the
+point's values), so that no path's rounding decides."""
+
+EXACT_MARGIN = 1e-9
+"""Integer data: a bound that float64 puts within ``EXACT_MARGIN * (|c| +
+d)`` of an integer (a linear fit's residual within ``EXACT_MARGIN * (M +
+d)`` of its bound) is decided again in exact rational arithmetic
+(`_exact_bounds`, `_exact_linear`); only those points, few, leave numpy."""
+
+
+def _tolerant(lo: np.ndarray, hi: np.ndarray, c: np.ndarray,
+              d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Float bounds widened by `FLOAT_TOLERANCE` ``* (|c| + d)``."""
+    with np.errstate(invalid='ignore'):
+        tol = FLOAT_TOLERANCE * (np.abs(c) + d)
+        return lo - tol, hi + tol
+
+
+def _integer_edges(
+    lo: np.ndarray, hi: np.ndarray, c: np.ndarray, d: np.ndarray,
+    points: Callable[[int], list[int]], reject: str, center: str, low: float, high: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """For integer data, the lowest and highest integer kept, ``ceil(lo)``
+    and ``floor(hi)`` (float64), from bounds computed in float64: where
+    either lies within `EXACT_MARGIN` of an integer (and d > 0, else the
+    bounds are c, exact), both come from `_exact_bounds` on the point's
+    kept values ``points(j)``."""
+    with np.errstate(invalid='ignore'):  # in place: a few calls a pass on the fast path
+        margin = np.abs(c)
+        margin += d
+        margin *= EXACT_MARGIN
+        gap = np.rint(lo)
+        gap -= lo
+        near = np.abs(gap, out=gap) <= margin
+        gap = np.rint(hi)
+        gap -= hi
+        near |= np.abs(gap, out=gap) <= margin
+        near &= d > 0
+    lo, hi = np.ceil(lo), np.floor(hi)
+    for j in np.flatnonzero(near).tolist():
+        lo[j], hi[j] = _exact_bounds(points(j), reject, center, low, high)
+    return lo, hi
+
+
+def _exact_bounds(values: list[int], reject: str, center: str, low: float,
+                  high: float) -> tuple[int, int]:
+    """``ceil(c - low d)`` and ``floor(c + high d)`` for integer values (the
+    kept values of one point), in exact rational arithmetic: the factors
+    are floats, exact dyadic rationals; the median is a half-integer, the
+    mean S / k, d^2 = (k Q - S^2) / k^2 (S, Q the sums of the values and
+    of their squares), mad's d = MAD_SCALE * MAD, percentile's d = m (the
+    median).  A value exactly on a bound is kept."""
+    v = sorted(values)
+    k = len(v)
+    if reject == 'sigma':  # in integers: c = top / under, d = sqrt(spread) / k
+        total, squares = sum(v), sum(x * x for x in v)
+        top, under = (total, k) if center == 'mean' else (v[(k - 1) >> 1] + v[k >> 1], 2)
+        spread = k * squares - total * total
+        return (_exact_edge(top, under, k, spread, low, -1),
+                _exact_edge(top, under, k, spread, high, 1))
+    median = Fraction(v[(k - 1) >> 1] + v[k >> 1], 2)
+    lo_f, hi_f = Fraction(low), Fraction(high)
+    if reject == 'percentile':
+        return math.ceil(median - lo_f * median), math.floor(median + hi_f * median)
+    dist = sorted(abs(x - median) for x in v)  # mad
+    d = Fraction(MAD_SCALE) * (dist[(k - 1) >> 1] + dist[k >> 1]) / 2
+    return math.ceil(median - lo_f * d), math.floor(median + hi_f * d)
+
+
+def _exact_edge(top: int, under: int, k: int, spread: int, factor: float, side: int) -> int:
+    """``floor(c + F d)`` (side 1) or ``ceil(c - F d)`` (side -1) for c =
+    top / under and d = sqrt(spread) / k, in integers: the last m from c
+    outwards with ``(m under - top) k q <= under p sqrt(spread)``, F = p / q
+    (compared squared: no root)."""
+    p, q = float(factor).as_integer_ratio()
+    limit = (under * p) ** 2 * spread
+
+    def inside(m: int) -> bool:
+        gap = (m * under - top) * side
+        return gap <= 0 or (gap * k * q) ** 2 <= limit
+
+    guess = top / under + side * factor * math.sqrt(spread) / k
+    m = math.floor(guess) if side > 0 else math.ceil(guess)
+    while inside(m + side):
+        m += side
+    while not inside(m):
+        m -= side
+    return m
+
+
+def _exact_linear(y: list[int], low: float, high: float) -> tuple[list[bool], list[bool]]:
+    """Linear fit's pass on integer values y (kept, in rank order 1..k) in
+    exact rational arithmetic: the flags of the values rejected low, and of
+    all those rejected (a residual exactly on its bound is kept)."""
+    k = len(y)
+    if k <= 2:  # the line goes through them: every residual is 0
+        return [False] * k, [False] * k
+    # residuals times 12 k (k^2 - 1), whole numbers: the rank r's residual
+    # is y - mean(y) - slope (r - (k + 1) / 2), slope = sum((r - (k + 1) / 2)
+    # y) / srr, srr = k (k^2 - 1) / 12
+    total = sum(y)
+    cross2 = sum((2 * r - k - 1) * v for r, v in enumerate(y, 1))  # 2 sum((r - rbar) y)
+    res = [12 * k * (k * k - 1) * v - 12 * (k * k - 1) * total - 36 * cross2 * (2 * r - k - 1)
+           for r, v in enumerate(y, 1)]
+    spread = sum(abs(e) for e in res)  # k d, in the same units
+    lo_f, hi_f = Fraction(low), Fraction(high)
+    lows = [k * e < -lo_f * spread for e in res]
+    return lows, [lo or k * e > hi_f * spread for lo, e in zip(lows, res)]
 
 
 def _median(

@@ -8,7 +8,7 @@ Usage::
 
     python bench/quality.py                 # every table and the calibration
     python bench/quality.py --quick         # smaller sets, no calibration search
-    python bench/quality.py --only noise    # one part: sets, noise or calibrate
+    python bench/quality.py --only noise    # one part: sets, select, noise or calibrate
     python bench/quality.py --write DIR     # write the sets as TIFF files and stop
     python bench/quality.py --cli           # stack through the command, not stack_array
 
@@ -39,6 +39,19 @@ outlier kind and frame, the outlier's size in sigmas of the frame's noise.
     two frames.
 ``noise``
     Pure Gaussian noise, 1000 +- 30, float64, at 8, 15, 30 and 100 frames.
+``select`` (uint16, gray: a night with clouds and smeared frames)
+    For ``--select`` and the frame weights, which work on files: always
+    stacked through the command (TIFF copies), every run with ``--normalize
+    additive`` and the default rejection.  30 frames of 384x384, registered
+    (no borders), the night's drifting sky; about 590 stars (Gaussian PSF
+    integrated over the pixels, FWHM 2.5-3.0 px, its own in each frame:
+    the seeing; peaks of 40 to 20000 ADU, a few saturated even through
+    clouds and smeared).  5 ``cloudy`` frames (c): the stars x0.5-0.7, the
+    background 500-1200 ADU higher, so noisier; 2 ``smeared`` frames (s):
+    the stars trailed evenly over 5-8 px in one direction (imgstack
+    measures FWHM ~4); the 23 others ``clear``; frame 0, imgstack's
+    reference of transparency, clear.  Hot pixels, cosmic rays as on the
+    night, a bright trail in a clear frame.
 
 The metrics
 -----------
@@ -80,6 +93,25 @@ The runs: each method at its current defaults (read by the command's own
 parser, so a change of defaults shows here), the same with the set's
 normalization (``+norm``: additive for the night, multiplicative for the
 others), every setting README.rst recommends, and the PROPOSED defaults.
+
+The select part's metrics
+    The ideal is what a careful user stacks: the mean of the clear (and
+    sharp) frames' clean versions.  ``noise``: as above, over the ideal's
+    (a run's rejection costs its own few percent; more frames than the
+    ideal's 23 may give less).  ``fwhm`` and ``transp``:
+    `imgstack.frame_metrics` of the result's central 256x256 pixels
+    (saturated ones not valid), as the command measures a frame; the
+    transparency against the ideal's stars (1: their flux; the cloudy
+    frames lower it).  ``psnr`` = transp / noise x FWHM(ideal) / FWHM: the
+    SNR of a faint star's PSF-fitted flux on the sky noise over the ideal's,
+    the figure to rank by.  ``hot``, ``cosmic``, ``trail``: mean
+    ``|result - ideal|`` / result sigma as the outlier columns above, the
+    ideal here being the run's own frames (those it kept) clean, with its
+    weights (read from its ``--frame-stats``), no rejection.  ``bad w``:
+    the share of the weight on cloudy and smeared frames.  ``c/s/clear``
+    and ``dropped``: how many of each, and which, ``--select`` dropped.
+    Two reference rows: the ideal, and the plain mean of all 30 clean
+    frames.
 
 Calibration
 -----------
@@ -737,6 +769,296 @@ def print_set_table(scene: Scene, rows: Sequence[Row], out=sys.stdout) -> None:
 
 
 # --------------------------------------------------------------------------
+# a night with clouds and smeared frames (--select, --weights snr)
+
+
+SELECT_RUNS = [
+    R('--normalize additive', 'plain (--normalize additive)'),
+    *(R(f'--normalize additive {o}', o) for o in (
+        '--select transparency:80%',
+        '--weights snr',
+        '--select transparency:80% --weights snr',
+        '--weights noise',
+        '--select fwhm:2.5s',
+        '--select transparency:2.5s',
+        '--select transparency:80% --weights noise',
+    )),
+]
+"""The runs of the ``select`` part, each with ``--normalize additive`` and
+the default rejection, through the command (selection and the metric
+weights work on files, not in `imgstack.stack_array`)."""
+
+
+@dataclasses.dataclass
+class CloudyNight:
+    """The ``select`` set: a `Scene` whose truth is the clear, sharp
+    frames' mean, and what each frame is."""
+
+    scene: Scene
+    role: list[str]             # per frame: 'clear', 'cloudy' or 'smeared'
+    transparency: np.ndarray    # per frame: the stars' flux factor
+    fwhm: np.ndarray            # per frame: the PSF's FWHM (px), before smearing
+    smear: dict[int, tuple[float, float]]  # smeared frame -> (length px, angle rad)
+    ideal: np.ndarray           # mean of the clear frames' clean versions
+
+    @property
+    def good(self) -> np.ndarray:
+        return np.array([r == 'clear' for r in self.role])
+
+
+FWHM = 2 * math.sqrt(2 * math.log(2))
+"""FWHM over sigma of a Gaussian."""
+
+
+def _render_stars(h: int, w: int, ys: np.ndarray, xs: np.ndarray, flux: np.ndarray,
+                  fwhm: float, smear: tuple[float, float] | None = None) -> np.ndarray:
+    """Stars of total flux ``flux`` at ``(ys, xs)``: Gaussians of ``fwhm``
+    integrated over square pixels (approximated by a variance 1/12 px^2
+    larger), smeared uniformly over ``length`` px at ``angle`` if given."""
+    s2 = (fwhm / FWHM) ** 2 + 1 / 12
+    length, angle = smear if smear else (0.0, 0.0)
+    steps = max(1, math.ceil(3 * length))
+    t = np.linspace(-length / 2, length / 2, steps) if steps > 1 else np.zeros(1)
+    oy, ox = t * math.sin(angle), t * math.cos(angle)
+    r = int(5 * math.sqrt(s2) + length / 2) + 2
+    grid = np.arange(-r, r + 1, dtype=np.float64)
+    out = np.zeros((h + 2 * r, w + 2 * r))
+    for y, x, f in zip(ys, xs, flux):
+        iy, ix = int(round(y)), int(round(x))
+        dy = grid[None, :] + iy - y - oy[:, None]  # (steps, box)
+        dx = grid[None, :] + ix - x - ox[:, None]
+        gy, gx = np.exp(-dy * dy / (2 * s2)), np.exp(-dx * dx / (2 * s2))
+        box = np.einsum('ki,kj->ij', gy, gx) * (f / (2 * math.pi * s2 * steps))
+        out[iy:iy + 2 * r + 1, ix:ix + 2 * r + 1] += box
+    return out[r:r + h, r:r + w]
+
+
+def cloudy_night(n: int = 30, size: int = 384, seed: int = 27, cloudy: int = 5,
+                 smeared: int = 2) -> CloudyNight:
+    """uint16 frames of a night with clouds and smeared frames (see the
+    module's docstring, ``select``)."""
+    rng = _rng('select', n, seed)
+    h = w = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    count = size * size // 250
+    ys, xs = rng.uniform(4, h - 4, count), rng.uniform(4, w - 4, count)
+    # flux: peaks of 40 to 20000 ADU at FWHM 2.75, a few saturating (peaks
+    # of 2.5e5 to 8e5 ADU, saturated even through clouds and smeared)
+    unit = 2 * math.pi * (2.75 / FWHM) ** 2
+    flux = unit * np.exp(rng.uniform(math.log(40), math.log(20000), count))
+    bright = max(4, size // 48)
+    flux[:bright] = unit * rng.uniform(2.5e5, 8e5, bright)
+    role = ['clear'] * n
+    bad = rng.permutation(np.arange(1, n))  # frame 0 (imgstack's reference) is clear
+    for i in bad[:cloudy]:
+        role[i] = 'cloudy'
+    smear: dict[int, tuple[float, float]] = {}
+    for i in bad[cloudy:cloudy + smeared]:
+        role[i] = 'smeared'
+        smear[int(i)] = (float(rng.uniform(5, 8)), float(rng.uniform(0, math.pi)))
+    is_cloudy = np.array([r == 'cloudy' for r in role])
+    fwhm = rng.uniform(2.5, 3.0, n)  # the seeing of each frame
+    transparency = np.where(is_cloudy, rng.uniform(0.5, 0.7, n), 1.0)
+    haze = np.where(is_cloudy, rng.uniform(500, 1200, n), 0.0)
+    level = 800 + 700 * (np.arange(n) / max(n - 1, 1)) ** 2 + rng.normal(0, 20, n)
+    theta = rng.uniform(0, 2 * math.pi) + np.linspace(0, 1.2, n)
+    slope = rng.uniform(20, 120, n)
+    # dithered and registered (cropped to the common area: no borders); hot
+    # pixels are fixed on the sensor, so they move with each frame's shift
+    grid = np.array([(y, x) for y in range(-5, 6) for x in range(-5, 6) if (y, x) != (0, 0)])
+    shifts = np.vstack([[0, 0], grid[rng.permutation(len(grid))[:n - 1]]])
+    nhot = size * size // 700
+    spots: list[tuple[int, int]] = []
+    for _ in range(50 * nhot):
+        if len(spots) == nhot:
+            break
+        y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
+        if all(max(abs(y - a), abs(x - b)) > 10 for a, b in spots):
+            spots.append((y, x))
+    hot_y, hot_x = np.array(spots).T
+    hot_amp = np.exp(rng.uniform(math.log(2000), math.log(40000), len(spots)))
+    k_trail = int(rng.choice(np.flatnonzero(np.array(role) == 'clear')[1:]))
+    limit = 65535.0
+    frames = np.empty((n, h, w), np.uint16)
+    clean = np.empty((n, h, w), np.uint16)
+    kinds = {k: np.zeros((n, h, w), np.float32) for k in ('hot', 'cosmic', 'trail')}
+    truth = np.zeros((h, w))
+    starry = np.zeros((h, w), bool)
+    for i in range(n):
+        field = _render_stars(h, w, ys, xs, flux, float(fwhm[i]), smear.get(i))
+        grad = slope[i] * ((xx - w / 2) * math.cos(theta[i])
+                           + (yy - h / 2) * math.sin(theta[i])) / w
+        sky = level[i] + haze[i] + grad
+        model = sky + transparency[i] * field
+        sd = np.sqrt(model + 25.0)
+        noisy = model + rng.standard_normal((h, w)) * sd
+        if role[i] == 'clear':
+            truth += np.minimum(model, limit)
+        starry |= transparency[i] * field > 0.5 * np.sqrt(sky + 25)
+        clean[i] = np.rint(np.clip(noisy, 0, limit))
+        add = np.zeros((h, w))
+        dy, dx = shifts[i]
+        y, x = hot_y + dy, hot_x + dx
+        ok = (y >= 0) & (y < h) & (x >= 0) & (x < w)
+        np.add.at(add, (y[ok], x[ok]), hot_amp[ok])
+        kinds['hot'][i] = add / sd
+        cos = np.zeros((h, w))
+        for _ in range(rng.poisson(size * size / 2000)):
+            cy, cx = rng.integers(0, h), rng.integers(0, w)
+            length = rng.integers(1, 5)
+            step = rng.choice([(0, 1), (1, 0), (1, 1), (1, -1)])
+            amp = math.exp(rng.uniform(math.log(300), math.log(30000)))
+            for t in range(length):
+                py, px = cy + t * step[0], cx + t * step[1]
+                if 0 <= py < h and 0 <= px < w:
+                    cos[py, px] += amp * rng.uniform(0.5, 1.0)
+        kinds['cosmic'][i] = cos / sd
+        add += cos
+        if i == k_trail:
+            trail = 4000 * _gauss_line(h, w, rng, 1.2)
+            kinds['trail'][i] = trail / sd
+            add += trail
+        frames[i] = np.rint(np.clip(noisy + add, 0, limit))
+    good = np.array([r == 'clear' for r in role])
+    anything = np.zeros((h, w), bool)
+    for m in kinds.values():
+        anything |= (m > 1).any(axis=0)
+    flat = ~_dilate(starry, 2) & ~_dilate(anything, 1)
+    flat[:6] = flat[-6:] = False
+    flat[:, :6] = flat[:, -6:] = False
+    scene = Scene('select', frames, clean, None, truth / good.sum(), kinds, flat, None, None,
+                  'additive', limit, starry)
+    return CloudyNight(scene, role, transparency, fwhm, smear,
+                       clean[good].astype(np.float64).mean(axis=0))
+
+
+@dataclasses.dataclass
+class SelectRow:
+    name: str
+    noise: float          # over the ideal's
+    fwhm: float           # px, of the result's stars
+    transparency: float   # the result's star flux over the ideal's
+    left: dict[str, float]  # outlier kind -> mean |result - run's ideal| / result sigma
+    bad_weight: float     # share of the weight on cloudy and smeared frames
+    dropped: list[int]
+    seconds: float
+
+    def psnr(self, ideal_fwhm: float) -> float:
+        """A faint star's SNR over the ideal's: flux / (noise x FWHM)."""
+        return self.transparency / self.noise * ideal_fwhm / self.fwhm
+
+
+def star_metrics(image: np.ndarray, limit: float,
+                 reference: imgstack.FrameMetrics | None = None) -> imgstack.FrameMetrics:
+    """`imgstack.frame_metrics` of the central `imgstack.CROP` pixels of a
+    stacked image (saturated pixels not valid), as the command measures a
+    frame."""
+    h, w = image.shape
+    side = min(imgstack.CROP, h, w)
+    r0, c0 = (h - side) // 2, (w - side) // 2
+    crop = np.asarray(image, np.float64)[r0:r0 + side, c0:c0 + side]
+    return imgstack.frame_metrics(crop, crop < limit - 0.5, reference=reference)
+
+
+class SelectBench:
+    """Stacks the ``select`` set through the command and measures each run."""
+
+    def __init__(self, cn: CloudyNight, workdir: Path) -> None:
+        self.cn = cn
+        sc = cn.scene
+        self.workdir = workdir
+        self.paths = write_frames(sc.frames, workdir / 'frames', None)
+        self.ideal_noise = noise_of(sc, cn.ideal)
+        self.reference = star_metrics(cn.ideal, sc.limit or math.inf)
+        self.exclusive = sc.exclusive()
+        self.table: list[dict[str, str]] = []  # the last run's --frame-stats rows
+
+    def row_of(self, name: str, result: np.ndarray, weights: np.ndarray,
+               seconds: float = math.nan) -> SelectRow:
+        """Measure a result whose frames had ``weights`` (0: dropped)."""
+        cn, sc = self.cn, self.cn.scene
+        sigma = noise_of(sc, result)
+        m = star_metrics(result, sc.limit or math.inf, self.reference)
+        kept = np.flatnonzero(weights > 0)
+        # what the run would give without outliers: its frames and weights,
+        # clean, with no rejection
+        target, _ = imgstack.stack_array(sc.clean[kept], reject='none', normalize=sc.normalize,
+                                         weights=weights[kept])
+        dev = np.abs(result - target) / sigma
+        left = {k: float(dev[sel].mean()) if sel.any() else math.nan
+                for k, sel in self.exclusive.items()}
+        bad = ~cn.good
+        return SelectRow(name, sigma / self.ideal_noise, m.fwhm, m.transparency, left,
+                         float(weights[bad].sum() / weights.sum()),
+                         [int(i) for i in np.flatnonzero(weights == 0)], seconds)
+
+    def run(self, run: Run) -> SelectRow:
+        out = self.workdir / 'out.tif'
+        stats = self.workdir / 'stats.csv'
+        cmd = [sys.executable, str(REPO / 'imgstack.py'), '-q', '-f', '--frame-stats', str(stats),
+               *run.cli(), str(out), *self.paths]
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True)
+        seconds = time.perf_counter() - t
+        with open(stats, newline='') as f:
+            self.table = list(csv.DictReader(f))
+        weights = np.array([float(r['weight_0']) for r in self.table])
+        for i, r in enumerate(self.table):
+            assert (float(r['weight_0']) == 0) == bool(r.get('dropped')), (i, r)
+        return self.row_of(run.name, tifffile.imread(out).astype(np.float64), weights, seconds)
+
+
+def print_select_table(bench: SelectBench, runs: Sequence[Run], out=sys.stdout) -> None:
+    cn, sc = bench.cn, bench.cn.scene
+    letter = {'clear': '', 'cloudy': 'c', 'smeared': 's'}
+    cloudy = [i for i, r in enumerate(cn.role) if r == 'cloudy']
+    print(f'\nselect: a night with clouds and smeared frames, {sc.n} frames'
+          f' {sc.frames.shape[1:]} {sc.frames.dtype}: {int(cn.good.sum())} clear (FWHM'
+          f' {cn.fwhm[cn.good].min():.2f}-{cn.fwhm[cn.good].max():.2f} px), cloudy (c) '
+          + ', '.join(f'{i} x{cn.transparency[i]:.2f}' for i in cloudy) + ', smeared (s) '
+          + ', '.join(f'{i} by {length:.1f} px' for i, (length, _) in sorted(cn.smear.items()))
+          + '; hot pixels, cosmic rays, a trail', file=out)
+    rows = [bench.run(r) for r in runs]
+    # what the command measured on the frames (the last run's --frame-stats)
+    got = {k: [(float(r['fwhm']), float(r['transparency'])) for r, role in
+               zip(bench.table, cn.role) if role == k] for k in letter}
+    print('imgstack measures: ' + '; '.join(
+        f'{k} FWHM {min(f for f, _ in v):.2f}-{max(f for f, _ in v):.2f} px, transparency '
+        f'{min(t for _, t in v):.2f}-{max(t for _, t in v):.2f}' for k, v in got.items()),
+        file=out)
+    ideal_fwhm = bench.reference.fwhm
+    print(f'ideal: the mean of the clear frames\' clean versions (star FWHM {ideal_fwhm:.2f}'
+          ' px).  Every run: --normalize additive, default rejection, through the command.'
+          '\nnoise, transp(arency) and psnr over the ideal\'s; psnr = transp / noise x'
+          ' FWHM ideal / FWHM (a faint star\'s SNR); hot, cosmic, trail: mean |result - the'
+          ' run\'s ideal| / result sigma (! = left: >= 1); bad w: the weight on cloudy and'
+          ' smeared frames; dropped: how many cloudy, smeared and clear frames, and which;'
+          ' s: seconds', file=out)
+    every = np.ones(sc.n)
+    references = [
+        bench.row_of('(ideal: clear frames, clean)', cn.ideal, cn.good.astype(float)),
+        bench.row_of('(all frames, clean, plain mean)',
+                     sc.clean.astype(np.float64).mean(axis=0), every)]
+    width = max(len(r.name) for r in [*references, *rows])
+    which = {r.name: ' '.join(f'{i}{letter[cn.role[i]]}' for i in r.dropped)
+             for r in [*references, *rows]}
+    wide = max(len(w) for w in which.values())
+    kinds = list(sc.kinds)
+    print(f'{"run":<{width}}  noise   fwhm  transp   psnr  ' + ' '.join(f'{k:>6}' for k in kinds)
+          + f'  bad w  c/s/clear  {"dropped":<{wide}}     s', file=out)
+    for r in [*references, *rows]:
+        roles = [cn.role[i] for i in r.dropped]
+        line = (f'{r.name:<{width}}  {r.noise:5.3f}  {r.fwhm:5.2f}  {r.transparency:6.3f}'
+              f'  {r.psnr(ideal_fwhm):5.3f}  '
+              + ' '.join(f'{r.left[k]:5.2f}' + ('!' if r.left[k] >= 1 else ' ') for k in kinds)
+              + f'  {r.bad_weight * 100:4.1f}%  {roles.count("cloudy")}/{len(cloudy)}'
+              f' {roles.count("smeared")}/{len(cn.smear)} {roles.count("clear"):>2}'
+              f'  {which[r.name]:<{wide}}'
+              + (f'  {r.seconds:4.1f}' if math.isfinite(r.seconds) else ''))
+        print(line.rstrip(), file=out, flush=True)
+
+
+# --------------------------------------------------------------------------
 # pure noise
 
 
@@ -960,7 +1282,7 @@ def set_runs(scene: Scene, quick: bool) -> list[Run]:
 
 
 def write_sets(folder: Path, scenes: Sequence[Scene], noise_counts: Sequence[int],
-               seed: int, size: int) -> None:
+               seed: int, size: int, select: CloudyNight | None = None) -> None:
     for sc in scenes:
         d = folder / sc.name
         paths = write_frames(sc.frames, d, sc.channel_axis)
@@ -978,6 +1300,24 @@ def write_sets(folder: Path, scenes: Sequence[Scene], noise_counts: Sequence[int
         d = folder / f'noise{n}'
         write_frames(pure_noise(n, size, seed).astype(np.float32), d, None)
         print(f'{d}: {n} frames of pure noise (float32)')
+    if select is not None:
+        sc = select.scene
+        d = folder / 'select'
+        write_frames(sc.frames, d, None)
+        write_frames(sc.clean, d / 'clean', None)
+        tifffile.imwrite(d / 'truth.tif', sc.truth.astype(np.float32))
+        tifffile.imwrite(d / 'ideal.tif', select.ideal.astype(np.float32))
+        with open(d / 'frames.csv', 'w', newline='') as f:
+            out = csv.writer(f)
+            out.writerow(['file', 'role', 'transparency', 'fwhm', 'smear_px', 'smear_deg'])
+            for i, role in enumerate(select.role):
+                length, angle = select.smear.get(i, (0.0, 0.0))
+                out.writerow([f'frame_{i:03d}.tif', role, f'{select.transparency[i]:.4f}',
+                              f'{select.fwhm[i]:.4f}', f'{length:.2f}',
+                              f'{math.degrees(angle):.1f}'])
+        print(f'{d}: {sc.n} frames (frames.csv: which are cloudy or smeared; ideal.tif: the'
+              f' clear frames\' clean mean); e.g. python imgstack.py --normalize additive'
+              f' --weights noise {d}/stacked.tif {d}/frame_*.tif')
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -987,8 +1327,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--quick', action='store_true',
                         help='smaller sets, noise at 8 and 30 frames, no calibration search')
-    parser.add_argument('--only', action='append', choices=('sets', 'noise', 'calibrate'),
-                        help='run only this part (repeatable); default: all')
+    parser.add_argument('--only', action='append',
+                        choices=('sets', 'select', 'noise', 'calibrate'),
+                        help='run only this part (repeatable); default: all (--quick: all but'
+                        ' calibrate)')
     parser.add_argument('--seed', type=int, default=27, help='generator seed (default 27)')
     parser.add_argument('--noise-size', type=int, default=200, metavar='PX',
                         help='side of the pure-noise frames (default 200; 120 with --quick)')
@@ -999,17 +1341,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         ' (frames, clean/, truth.tif, ideal.tif, masks.npz) and stop')
     parser.add_argument('--cli', action='store_true',
                         help='stack the sets through the command on TIFF copies (results'
-                        ' rounded to the input type) instead of stack_array')
+                        ' rounded to the input type) instead of stack_array (the select part'
+                        ' always does)')
     args = parser.parse_args(argv)
-    parts = set(args.only or (('sets', 'noise') if args.quick else ('sets', 'noise', 'calibrate')))
+    parts = set(args.only or (('sets', 'select', 'noise') if args.quick
+                              else ('sets', 'select', 'noise', 'calibrate')))
     counts = (8, 30) if args.quick else NOISE_FRAMES
     noise_size = min(args.noise_size, 120) if args.quick and args.noise_size == 200 \
         else args.noise_size
     t0 = time.perf_counter()
-    scenes = build_sets(args.quick, args.seed)
     if args.write:
-        write_sets(Path(args.write), scenes, counts, args.seed, noise_size)
+        write_sets(Path(args.write), build_sets(args.quick, args.seed), counts, args.seed,
+                   noise_size, cloudy_night(seed=args.seed))
         return 0
+    scenes = build_sets(args.quick, args.seed) if parts & {'sets', 'calibrate'} else []
     if 'sets' in parts:
         with tempfile.TemporaryDirectory() as tmp:
             stacker: Stacker = CliStacker(Path(tmp)) if args.cli else stack
@@ -1017,6 +1362,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cache: dict = {}
                 rows = [evaluate(sc, run, stacker, cache) for run in set_runs(sc, args.quick)]
                 print_set_table(sc, rows)
+    if 'select' in parts:
+        with tempfile.TemporaryDirectory() as tmp:
+            print_select_table(SelectBench(cloudy_night(seed=args.seed), Path(tmp)), SELECT_RUNS)
     bench = None
     if parts & {'noise', 'calibrate'}:
         repeats = args.noise_repeats or (1 if args.quick else 4)

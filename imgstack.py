@@ -2755,10 +2755,16 @@ class FrameStats:
     scale: np.ndarray  # MAD_SCALE * MAD of the valid values
     noise: np.ndarray  # MAD_SCALE * MAD of neighbour differences / sqrt(2)
     count: np.ndarray  # valid values in the sample
+    metrics: FrameMetrics | None = None  # with frame_statistics(metrics=True)
 
 
-def frame_statistics(sample: np.ndarray, valid: np.ndarray | None = None) -> FrameStats:
-    """Return the location, scale and noise of a sample of one frame.
+def frame_statistics(sample: np.ndarray, valid: np.ndarray | None = None, *,
+                     metrics: bool = False,
+                     reference: FrameMetrics | None = None) -> FrameStats:
+    """Return the location, scale and noise of a sample of one frame, and
+    with ``metrics`` its star metrics (`frame_metrics`, on the central
+    `CROP` pixels of the mean of its channels, transparency and snr against
+    ``reference``: the metrics of the reference frame's same crop).
 
     Parameters
     ----------
@@ -2800,7 +2806,17 @@ def frame_statistics(sample: np.ndarray, valid: np.ndarray | None = None) -> Fra
                 diff = diff[okc[..., 1:] & okc[..., :-1]]
             if diff.size:
                 noise[ch] = MAD_SCALE * median_mad(diff.reshape(-1))[1] / math.sqrt(2)
-    return FrameStats(location, scale, noise, count)
+    found = None
+    if metrics:
+        if x.ndim != 3:
+            msg = f'frame metrics need a frame (rows, columns, channels), not shape {x.shape}'
+            raise ValueError(msg)
+        side = min(CROP, x.shape[0], x.shape[1])
+        r0, c0 = (x.shape[0] - side) // 2, (x.shape[1] - side) // 2
+        crop = x[r0:r0 + side, c0:c0 + side]
+        good = None if ok is None else ok[r0:r0 + side, c0:c0 + side].all(axis=-1)
+        found = frame_metrics(crop.mean(axis=-1, dtype=np.float64), good, reference=reference)
+    return FrameStats(location, scale, noise, count, found)
 
 
 def _median_mad(v: np.ndarray) -> tuple[float, float]:

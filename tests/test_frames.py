@@ -434,3 +434,21 @@ def test_default_run_measures_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(imgstack, 'frame_metrics', lambda *a, **k: called.append(1))
     imgstack.stack_files(paths, tmp_path / 'out.tif', normalize='additive', weights='noise')
     assert called == []
+
+
+def test_frame_statistics_gives_the_metrics_to_the_library():
+    # README, Library use: frame_statistics(metrics=True) measures the
+    # central crop of the mean of the channels, as the command does
+    rng = np.random.default_rng(11)
+    y, x = np.mgrid[0:300, 0:320]
+    image = 100 + rng.normal(0, 3, (300, 320))
+    for cy, cx in rng.uniform(20, 280, (60, 2)):
+        image += 400 * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * 1.3 ** 2))
+    frame = np.stack([image, image * 0.5], axis=-1)
+    stats = imgstack.frame_statistics(frame, metrics=True)
+    side = imgstack.CROP
+    r0, c0 = (300 - side) // 2, (320 - side) // 2
+    want = imgstack.frame_metrics(frame[r0:r0 + side, c0:c0 + side].mean(axis=-1))
+    assert stats.metrics is not None and stats.metrics.stars == want.stars > 10
+    assert stats.metrics.fwhm == want.fwhm
+    assert imgstack.frame_statistics(frame).metrics is None  # only when asked

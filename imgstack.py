@@ -5203,80 +5203,13 @@ percentile, minmax, gesd
         raise TypeError(msg)
     paths = check_inputs(inputs)
     output = _path_arg(output, 'output')
-    extras = {k: v for k in ('rejection_map', 'frame_stats')
-              if (v := getattr(settings, k)) is not None}
-    check_output(output, paths, settings.force, settings.cli)
-    for name, target in extras.items():
-        check_output(target, paths, settings.force, settings.cli, tiff=name == 'rejection_map')
-        if _same_file(target, output):
-            raise ImgstackError(target, f'the {name.replace("_", " ")} cannot be OUTPUT')
-    if len(extras) == 2 and _same_file(extras['rejection_map'], extras['frame_stats']):
-        raise ImgstackError(extras['frame_stats'],
-                            'the frame statistics cannot be the rejection map')
-    sources = [open_source(p, settings.axis) for p in paths]
-    frames = [f for source in sources for f in source.frames]
-    if len(frames) < 2:
-        raise ImgstackError(paths[0], 'holds a single image: need two or more frames to stack '
-                                      '(more files, or a file of several pages)')
-    check_frames(frames, settings.no_alpha)
-    for f in frames[1:]:
-        f.iccprofile = None  # only the first input's profile is written
+    extras = _check_targets(output, paths, settings)
+    sources, frames = _open_frames(paths, settings)
     first = frames[0]
     groups = _groups(frames, settings, sources)
-    alpha = first.alpha_index(settings.no_alpha)
-    need_stats = (settings.normalize != 'none' or settings.weights != 'none'
-                  or bool(settings.select)
-                  or 'frame_stats' in extras or report.level >= 2)
-    held = bookkeeping(frames) - bookkeeping(groups[0])  # the other groups' headers
-    plan = plan_bands(
-        groups[0], memory=settings.memory, rows=settings.rows, alpha=alpha is not None,
-        rejection_map='rejection_map' in extras, method=settings.method, held=held,
-    )
-    out_dtype = np.dtype(np.float32) if settings.dtype == 'float32' else first.dtype
-    encode, extra = strip_encoder(settings.codec, out_dtype)
-    advice = poorly_suited(len(groups[0]), settings.method)
-    if advice:
-        _warn(advice)
-    report.say(
-        f'{len(frames)} frames of {first.height}x{first.width}x{first.samples} '
-        f'{first.dtype.name}; bands of {plan.rows} rows; budget {format_size(settings.memory)} '
-        f'(needs {format_size(plan.needed)})',
-        level=2,
-    )
-    jobs = [Job(group, settings, plan, alpha, out_dtype, report, progress) for group in groups]
-    for g, job in enumerate(jobs[1:], 1):  # as many rows, so as many rows per strip
-        job.plan = dataclasses.replace(plan_bands(
-            groups[g], memory=settings.memory, rows=plan.rows, alpha=alpha is not None,
-            rejection_map='rejection_map' in extras, method=settings.method, held=held,
-        ), strip_rows=plan.strip_rows)
-        if job.plan.rows != plan.rows:  # a shorter group: never so
-            raise ImgstackError(None, 'the last group cannot be stacked in bands of the others')
-    layout = Layout.of(sources[0], settings, len(groups), out_dtype)
+    plan, jobs = _plan_jobs(groups, frames, settings, extras, report, progress)
     with contextlib.ExitStack() as stack:
-        directory = os.path.dirname(os.path.abspath(output))
-        # per-frame rejections (a mask per band) only for the table
-        for job in jobs:
-            job.want_frames = 'frame_stats' in extras or report.level >= 2
-            job.directory, job.need_stats = directory, need_stats
-            job.want_metrics = bool(job.want_frames or settings.select
-                                    or settings.weights in ('snr', 'stars', 'fwhm'))
-        jobs[0].prepare(stack)  # the later groups when their turn comes
-        temps = [temporary_file(os.path.dirname(os.path.abspath(t)), stack, target=t)
-                 for t in [output, *extras.values()]]
-        names = list(extras)
-        rmap = temps[1 + names.index('rejection_map')] if 'rejection_map' in extras else None
-        write_stack(jobs, layout, temps[0], rmap, encode, extra)
-        if rmap is not None and settings.codec is not None:
-            index = 1 + names.index('rejection_map')
-            temps[index] = compressed_map(rmap, first, plan.strip_rows, settings.codec, stack)
-        unranged = sum(job.unranged for job in jobs)
-        if unranged:
-            _warn(f'{unranged:,} points had no valid value; they keep the plain mean of '
-                  'their values (NaN where every value is NaN)')
-        table = [row for job in jobs for row in job.table()]
-        if 'frame_stats' in extras:
-            write_frame_stats(temps[1 + names.index('frame_stats')], table)
-        publish(temps, [output, *extras.values()], settings.force, settings.cli)
+        table = _write_outputs(jobs, sources[0], output, extras, settings, stack)
     n = sum(len(job.frames) for job in jobs)  # a last frame alone is left out, and --select's
     points = first.height * first.width * first.samples
     return Stats(
@@ -5294,6 +5227,131 @@ percentile, minmax, gesd
         dropped=[(_frame_name(job.every[i]), why) for job in jobs
                  for i, why in sorted(job.dropped.items())],
     )
+
+
+def _check_targets(output: str, paths: Sequence[str], settings: Settings) -> dict[str, str]:
+    """Check OUTPUT and the other files a run writes (the rejection map and
+    the frame statistics, by name in the returned dict).
+
+    Raises
+    ------
+    ImgstackError
+        A target that may not be written, or two that are the same file.
+    """
+    extras = {k: v for k in ('rejection_map', 'frame_stats')
+              if (v := getattr(settings, k)) is not None}
+    check_output(output, paths, settings.force, settings.cli)
+    for name, target in extras.items():
+        check_output(target, paths, settings.force, settings.cli, tiff=name == 'rejection_map')
+        if _same_file(target, output):
+            raise ImgstackError(target, f'the {name.replace("_", " ")} cannot be OUTPUT')
+    if len(extras) == 2 and _same_file(extras['rejection_map'], extras['frame_stats']):
+        raise ImgstackError(extras['frame_stats'],
+                            'the frame statistics cannot be the rejection map')
+    return extras
+
+
+def _open_frames(paths: Sequence[str], settings: Settings) -> tuple[list[Source], list[Frame]]:
+    """Read every input's header; return the sources and all their frames,
+    checked to stack together.
+
+    Raises
+    ------
+    ImgstackError
+        An input that cannot be read, fewer than two frames, or frames that
+        differ.
+    """
+    sources = [open_source(p, settings.axis) for p in paths]
+    frames = [f for source in sources for f in source.frames]
+    if len(frames) < 2:
+        raise ImgstackError(paths[0], 'holds a single image: need two or more frames to stack '
+                                      '(more files, or a file of several pages)')
+    check_frames(frames, settings.no_alpha)
+    for f in frames[1:]:
+        f.iccprofile = None  # only the first input's profile is written
+    return sources, frames
+
+
+def _plan_jobs(
+    groups: list[list[Frame]], frames: list[Frame], settings: Settings, extras: dict[str, str],
+    report: Reporter, progress: Callable[[int, int], Any] | None,
+) -> tuple[Plan, list[Job]]:
+    """The memory plan of the first group and a Job per group (the output's
+    pages), each planned in bands of the same height.
+
+    Raises
+    ------
+    ImgstackError
+        The budget is too small.
+    """
+    first = frames[0]
+    alpha = first.alpha_index(settings.no_alpha)
+    held = bookkeeping(frames) - bookkeeping(groups[0])  # the other groups' headers
+
+    def planned(group: list[Frame], rows: int) -> Plan:
+        return plan_bands(group, memory=settings.memory, rows=rows, alpha=alpha is not None,
+                          rejection_map='rejection_map' in extras, method=settings.method,
+                          held=held)
+
+    plan = planned(groups[0], settings.rows)
+    out_dtype = np.dtype(np.float32) if settings.dtype == 'float32' else first.dtype
+    advice = poorly_suited(len(groups[0]), settings.method)
+    if advice:
+        _warn(advice)
+    report.say(
+        f'{len(frames)} frames of {first.height}x{first.width}x{first.samples} '
+        f'{first.dtype.name}; bands of {plan.rows} rows; budget {format_size(settings.memory)} '
+        f'(needs {format_size(plan.needed)})',
+        level=2,
+    )
+    jobs = [Job(group, settings, plan, alpha, out_dtype, report, progress) for group in groups]
+    for g, job in enumerate(jobs[1:], 1):  # as many rows, so as many rows per strip
+        job.plan = dataclasses.replace(planned(groups[g], plan.rows), strip_rows=plan.strip_rows)
+        if job.plan.rows != plan.rows:  # a shorter group: never so
+            raise ImgstackError(None, 'the last group cannot be stacked in bands of the others')
+    need_stats = (settings.normalize != 'none' or settings.weights != 'none'
+                  or bool(settings.select) or 'frame_stats' in extras or report.level >= 2)
+    for job in jobs:
+        # per-frame rejections (a mask per band) only for the table
+        job.want_frames = 'frame_stats' in extras or report.level >= 2
+        job.need_stats = need_stats
+        job.want_metrics = bool(job.want_frames or settings.select
+                                or settings.weights in ('snr', 'stars', 'fwhm'))
+    return plan, jobs
+
+
+def _write_outputs(
+    jobs: list[Job], source: Source, output: str, extras: dict[str, str], settings: Settings,
+    stack: contextlib.ExitStack,
+) -> list[dict[str, Any]]:
+    """Stack every job into temporary files (closed with ``stack``), then
+    publish OUTPUT, the map and the CSV, all or none; return the frame
+    table."""
+    first, plan = jobs[0].frames[0], jobs[0].plan
+    out_dtype = jobs[0].out_dtype
+    encode, extra = strip_encoder(settings.codec, out_dtype)
+    layout = Layout.of(source, settings, len(jobs), out_dtype)
+    directory = os.path.dirname(os.path.abspath(output))
+    for job in jobs:
+        job.directory = directory
+    jobs[0].prepare(stack)  # the later groups when their turn comes
+    temps = [temporary_file(os.path.dirname(os.path.abspath(t)), stack, target=t)
+             for t in [output, *extras.values()]]
+    names = list(extras)
+    rmap = temps[1 + names.index('rejection_map')] if 'rejection_map' in extras else None
+    write_stack(jobs, layout, temps[0], rmap, encode, extra)
+    if rmap is not None and settings.codec is not None:
+        index = 1 + names.index('rejection_map')
+        temps[index] = compressed_map(rmap, first, plan.strip_rows, settings.codec, stack)
+    unranged = sum(job.unranged for job in jobs)
+    if unranged:
+        _warn(f'{unranged:,} points had no valid value; they keep the plain mean of '
+              'their values (NaN where every value is NaN)')
+    table = [row for job in jobs for row in job.table()]
+    if 'frame_stats' in extras:
+        write_frame_stats(temps[1 + names.index('frame_stats')], table)
+    publish(temps, [output, *extras.values()], settings.force, settings.cli)
+    return table
 
 
 def _groups(

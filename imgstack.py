@@ -2758,6 +2758,8 @@ class FrameStats:
     metrics: FrameMetrics | None = None  # with frame_statistics(metrics=True)
 
 
+# radon D: per channel, the location, scale and noise, with and without
+# validity masks, and the metrics when asked.
 def frame_statistics(sample: np.ndarray, valid: np.ndarray | None = None, *,
                      metrics: bool = False,
                      reference: FrameMetrics | None = None) -> FrameStats:
@@ -2954,6 +2956,8 @@ class FrameMetrics:
     fluxes: np.ndarray = dataclasses.field(repr=False, compare=False)
 
 
+# radon D: the detector's documented steps in order (smoothing, peaks,
+# the drops, moments, transparency), vectorized over the stars.
 def frame_metrics(sample: np.ndarray, valid: np.ndarray | None = None, *,
                   reference: FrameMetrics | None = None,
                   saturation: float | None = None) -> FrameMetrics:
@@ -3253,6 +3257,8 @@ def exposure_time(path: str) -> float | None:
     return None
 
 
+# radon D: one check per way a weights file can be wrong, each with its
+# one-line message.
 def csv_weights(spec: str, names: Sequence[str]) -> np.ndarray:
     """The weights of ``FILE.csv:COLUMN`` for the frames named ``names``:
     one row per input, matched by its path (the ``path`` or ``file``
@@ -3729,6 +3735,8 @@ def open_source(path: str, axis: str | None = None) -> Source:
     return source
 
 
+# radon E: the steps from a file's series to its frames (the page axes, the
+# frame axis, the planes kept), each a few lines that read in order.
 def _series_frames(path: str, tif: tifffile.TiffFile, axis: str | None,
                    source: Source) -> list[Frame]:
     """The frames of a parsed file (see `open_source`)."""
@@ -3736,21 +3744,7 @@ def _series_frames(path: str, tif: tifffile.TiffFile, axis: str | None,
     count = len(tif.pages)
     if count == 1 or _is_rejection_map(first):  # imgstack's map: its first page
         return [_frame_of(path, tif, first, count)]
-    if tif.is_imagej or tif.is_ome or tif.is_shaped:
-        series = tif.series[0]
-        pages: list[Any] = list(series.pages)
-        axes, shape = series.get_axes(False), series.get_shape(False)
-        source.kind = 'imagej' if tif.is_imagej else 'ome' if tif.is_ome else 'plain'
-    else:  # pages of one shape, overviews, thumbnails and masks left out
-        pages = [p for p in tif.pages if not getattr(p, 'subfiletype', 0) & 5]
-        shapes = sorted({(p.shape, str(p.dtype)) for p in pages})
-        if len(shapes) > 1:
-            seen = ', '.join('x'.join(map(str, sh)) + f' {dt}' for sh, dt in shapes[:4])
-            raise ImgstackError(
-                path, f'its {count} pages differ in shape or type ({seen}) and no series '
-                      f'(ImageJ, OME or tifffile) explains them: save the frames as pages '
-                      f'of one shape, or as separate files')
-        axes, shape = 'I' + pages[0].axes, (len(pages), *pages[0].shape)
+    pages, axes, shape = _series_pages(path, tif, source)
     # the axes that index pages, the others lie inside one
     keyframe = pages[0]
     images = math.prod(shape) // max(math.prod(keyframe.shaped), 1)
@@ -3796,6 +3790,33 @@ def _series_frames(path: str, tif: tifffile.TiffFile, axis: str | None,
         channels = dict(zip(lead_axes, lead_shape)).get('C', 1)
         source.meta = _ome_meta(tif.ome_metadata or '', channels)
     return frames
+
+
+def _series_pages(path: str, tif: tifffile.TiffFile,
+                  source: Source) -> tuple[list[Any], str, tuple[int, ...]]:
+    """The pages of a multi-page file's frames, with the series' axes and
+    shape: tifffile's first series for ImageJ, OME and its own shaped
+    files (``source.kind`` says which), else every page of one shape, as
+    axis I (overviews, thumbnails and masks left out).
+
+    Raises
+    ------
+    ImgstackError
+        Pages of different shapes with no series to explain them.
+    """
+    if tif.is_imagej or tif.is_ome or tif.is_shaped:
+        series = tif.series[0]
+        source.kind = 'imagej' if tif.is_imagej else 'ome' if tif.is_ome else 'plain'
+        return list(series.pages), series.get_axes(False), tuple(series.get_shape(False))
+    pages = [p for p in tif.pages if not getattr(p, 'subfiletype', 0) & 5]
+    shapes = sorted({(p.shape, str(p.dtype)) for p in pages})
+    if len(shapes) > 1:
+        seen = ', '.join('x'.join(map(str, sh)) + f' {dt}' for sh, dt in shapes[:4])
+        raise ImgstackError(
+            path, f'its {len(tif.pages)} pages differ in shape or type ({seen}) and no series '
+                  f'(ImageJ, OME or tifffile) explains them: save the frames as pages '
+                  f'of one shape, or as separate files')
+    return pages, 'I' + pages[0].axes, (len(pages), *pages[0].shape)
 
 
 def _is_rejection_map(page: Any) -> bool:
@@ -5390,6 +5411,8 @@ def _frame_name(frame: Frame) -> str:
     return f'{frame.path}[{frame.label}]' if frame.label else frame.path
 
 
+# radon D: the output's layout for each kind of input (plain, ImageJ, OME)
+# in one place, so that the writer has one object to read.
 @dataclasses.dataclass
 class Layout:
     """How the output is written: as the first input (a plain TIFF, an
@@ -5401,6 +5424,7 @@ class Layout:
     shape: tuple[int, ...] = ()
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
 
+    # radon D: one branch per kind of input and per piece of metadata kept.
     @classmethod
     def of(cls, source: Source, settings: Settings, groups: int, dtype: np.dtype) -> Layout:
         """The layout of an output of ``groups`` pages from ``source``'s frames."""
@@ -5674,6 +5698,8 @@ class Job:
 
     # -- statistics -----------------------------------------------------------
 
+    # radon D: the statistics pass in order (sample, metrics, selection,
+    # normalization, weights, warnings), each step a call.
     def statistics(self, needed: bool) -> None:
         """Estimate each frame's location, scale and noise from a sample of
         its rows (spread over its height), derive the normalization and
@@ -7197,6 +7223,8 @@ OPTIONS = frozenset(inspect.signature(Settings.from_options).parameters) - {'cli
 (a flag left out takes `Settings.from_options`' default)."""
 
 
+# radon D: the run's one place for every outcome: each exception and signal
+# becomes one line and an exit status.
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status.
 

@@ -235,6 +235,30 @@ def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
     return out
 
 
+def _hot_and_cosmic(rng: np.random.Generator, shape: tuple[int, int], size: int,
+                    shift: tuple[int, int], hot_y: np.ndarray, hot_x: np.ndarray,
+                    hot_amp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One frame's hot pixels (the sensor's, moved by the frame's
+    registration shift) and cosmic rays (short streaks), as added values."""
+    h, w = shape
+    hot = np.zeros((h, w))
+    dy, dx = shift
+    y, x = hot_y + dy, hot_x + dx
+    ok = (y >= 0) & (y < h) & (x >= 0) & (x < w)
+    np.add.at(hot, (y[ok], x[ok]), hot_amp[ok])
+    cos = np.zeros((h, w))
+    for _ in range(rng.poisson(size * size / 2000)):
+        cy, cx = rng.integers(0, h), rng.integers(0, w)
+        length = rng.integers(1, 5)
+        step = rng.choice([(0, 1), (1, 0), (1, 1), (1, -1)])
+        amp = math.exp(rng.uniform(math.log(300), math.log(30000)))
+        for t in range(length):
+            py, px = cy + t * step[0], cx + t * step[1]
+            if 0 <= py < h and 0 <= px < w:
+                cos[py, px] += amp * rng.uniform(0.5, 1.0)
+    return hot, cos
+
+
 def night(n: int = 16, size: int = 256, seed: int = 27) -> Scene:
     """uint16 frames of a drifting night (see the module's docstring)."""
     rng = _rng('night', n, seed)
@@ -299,26 +323,10 @@ def night(n: int = 16, size: int = 256, seed: int = 27) -> Scene:
         ideal_sum += np.minimum(model, limit)
         noiseless_all[i] = model >= limit + 5 * math.sqrt(limit)
         clean[i] = np.rint(np.clip(noisy, 0, limit))
-        add = np.zeros((h, w))
-        # hot pixels at the sensor position plus the shift
-        dy, dx = shifts[i]
-        y, x = hot_y + dy, hot_x + dx
-        ok = (y >= 0) & (y < h) & (x >= 0) & (x < w)
-        np.add.at(add, (y[ok], x[ok]), hot_amp[ok])
-        kinds['hot'][i] = add / sd
-        # cosmic rays: short streaks
-        cos = np.zeros((h, w))
-        for _ in range(rng.poisson(size * size / 2000)):
-            cy, cx = rng.integers(0, h), rng.integers(0, w)
-            length = rng.integers(1, 5)
-            step = rng.choice([(0, 1), (1, 0), (1, 1), (1, -1)])
-            amp = math.exp(rng.uniform(math.log(300), math.log(30000)))
-            for t in range(length):
-                py, px = cy + t * step[0], cx + t * step[1]
-                if 0 <= py < h and 0 <= px < w:
-                    cos[py, px] += amp * rng.uniform(0.5, 1.0)
-        kinds['cosmic'][i] = cos / sd
-        add += cos
+        hot, cos = _hot_and_cosmic(rng, (h, w), size, shifts[i], hot_y, hot_x, hot_amp)
+        kinds['hot'][i], kinds['cosmic'][i] = hot / sd, cos / sd
+        add = hot + cos
+        dy, dx = shifts[i]  # the registration shift: borders below
         if i == k_bright:
             trail = 4000 * _gauss_line(h, w, rng, 1.2)
             kinds['trail+'][i] = trail / sd
@@ -896,24 +904,9 @@ def cloudy_night(n: int = 30, size: int = 384, seed: int = 27, cloudy: int = 5,
             truth += np.minimum(model, limit)
         starry |= transparency[i] * field > 0.5 * np.sqrt(sky + 25)
         clean[i] = np.rint(np.clip(noisy, 0, limit))
-        add = np.zeros((h, w))
-        dy, dx = shifts[i]
-        y, x = hot_y + dy, hot_x + dx
-        ok = (y >= 0) & (y < h) & (x >= 0) & (x < w)
-        np.add.at(add, (y[ok], x[ok]), hot_amp[ok])
-        kinds['hot'][i] = add / sd
-        cos = np.zeros((h, w))
-        for _ in range(rng.poisson(size * size / 2000)):
-            cy, cx = rng.integers(0, h), rng.integers(0, w)
-            length = rng.integers(1, 5)
-            step = rng.choice([(0, 1), (1, 0), (1, 1), (1, -1)])
-            amp = math.exp(rng.uniform(math.log(300), math.log(30000)))
-            for t in range(length):
-                py, px = cy + t * step[0], cx + t * step[1]
-                if 0 <= py < h and 0 <= px < w:
-                    cos[py, px] += amp * rng.uniform(0.5, 1.0)
-        kinds['cosmic'][i] = cos / sd
-        add += cos
+        hot, cos = _hot_and_cosmic(rng, (h, w), size, shifts[i], hot_y, hot_x, hot_amp)
+        kinds['hot'][i], kinds['cosmic'][i] = hot / sd, cos / sd
+        add = hot + cos
         if i == k_trail:
             trail = 4000 * _gauss_line(h, w, rng, 1.2)
             kinds['trail'][i] = trail / sd

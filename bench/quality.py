@@ -8,7 +8,7 @@ Usage::
 
     python bench/quality.py                 # every table and the calibration
     python bench/quality.py --quick         # smaller sets, no calibration search
-    python bench/quality.py --only noise    # one part: sets, select, noise or calibrate
+    python bench/quality.py --only noise    # one part: sets, select, noise, guide or calibrate
     python bench/quality.py --write DIR     # write the sets as TIFF files and stop
     python bench/quality.py --cli           # stack through the command, not stack_array
 
@@ -52,6 +52,27 @@ outlier kind and frame, the outlier's size in sigmas of the frame's noise.
     measures FWHM ~4); the 23 others ``clear``; frame 0, imgstack's
     reference of transparency, clear.  Hot pixels, cosmic rays as on the
     night, a bright trail in a clear frame.
+``flats`` (uint16, gray; the ``guide`` part)
+    15 flat frames: a smooth vignetting (1 at the centre, ~0.66 in the
+    corners) times a pixel response non-uniformity of 1% (fixed across the
+    frames) times a few soft dust-mote shadows (3-15% deep, fixed): the
+    signal to keep; at a lamp level of 30000 ADU +-10% between frames,
+    photon noise (about 170 ADU).  Outlier kinds: ``hot`` pixels that blink
+    (on in 1 or 2 frames each: one on in every flat is no stack's to
+    reject) and ``cosmic`` rays as on the night.  The truth is the pattern
+    at the mean level, the ideal average the mean of the clean frames each
+    scaled to the mean level.
+
+The guide part
+--------------
+README's "What to use for what you have", the rows not measured by the
+sets: "few lights (3 to 7)", the night's generator at 3, 5 and 7 frames
+with ``--normalize additive --valid-range 1:`` and each rejection a user
+might pick (a summary gives each run's noise at each count and the worst
+of each kind over the counts; at 3 frames an outlier in 2 frames, or a
+pixel that 2 frames only cover, is no rejection's to remove); "flats", the
+flats set with ``--normalize multiplicative`` and each rejection, and
+without normalization.  The columns are the sets' (the ideal as there).
 
 The metrics
 -----------
@@ -180,6 +201,7 @@ class Scene:
     normalize: str                # the set's natural normalization
     limit: float | None = None    # saturation
     stars: np.ndarray | None = None  # (H, W) bool: star pixels (outlier kinds skip them)
+    levels: np.ndarray | None = None  # (n,) the frames' known levels: the ideal is normalized
 
     @property
     def n(self) -> int:
@@ -492,6 +514,55 @@ def micro(n: int = 24, size: int = 160, seed: int = 27) -> Scene:
     return Scene('micro', frames, clean, None, truth, kinds, flat, None, None, 'multiplicative')
 
 
+def flats(n: int = 15, size: int = 256, seed: int = 27) -> Scene:
+    """uint16 flat frames: vignetting x PRNU x dust at a varying lamp level."""
+    rng = _rng('flats', n, seed)
+    h = w = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    cy, cx = h * rng.uniform(0.45, 0.55), w * rng.uniform(0.45, 0.55)
+    r2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / (0.5 * size) ** 2
+    vignetting = 1 - 0.25 * r2 + 0.04 * r2 * r2          # 1 at the centre, ~0.66 at corners
+    prnu = 1 + 0.01 * rng.standard_normal((h, w))       # fixed: signal
+    dust = np.ones((h, w))
+    for _ in range(max(3, size * size // 12000)):       # soft dust-mote shadows, fixed
+        dy, dx = rng.uniform(0.1, 0.9, 2) * (h, w)
+        radius, depth = rng.uniform(4, 12), rng.uniform(0.03, 0.15)
+        rr = np.sqrt((yy - dy) ** 2 + (xx - dx) ** 2)
+        dust *= 1 - depth / (1 + np.exp((rr - radius) / 1.0))
+    pattern = vignetting * prnu * dust
+    levels = 30000 * (1 + rng.uniform(-0.1, 0.1, n))   # the lamp
+    # blinking (random-telegraph) hot pixels: on in 1 or 2 frames each; a hot
+    # pixel on in every flat is the same in all of them, no stack can (or
+    # should) reject it, the master dark's job
+    nhot = size * size // 700
+    hot_y, hot_x = rng.integers(0, h, nhot), rng.integers(0, w, nhot)
+    hot_amp = np.exp(rng.uniform(math.log(2000), math.log(40000), nhot))
+    on = np.zeros((n, nhot), bool)
+    for j in range(nhot):
+        on[rng.choice(n, rng.integers(1, 3), replace=False), j] = True
+    limit = 65535.0
+    frames = np.empty((n, h, w), np.uint16)
+    clean = np.empty_like(frames)
+    kinds = {k: np.zeros((n, h, w), np.float32) for k in ('hot', 'cosmic')}
+    for i in range(n):
+        model = levels[i] * pattern
+        sd = np.sqrt(model + 25.0)
+        noisy = model + rng.standard_normal((h, w)) * sd
+        clean[i] = np.rint(np.clip(noisy, 0, limit))
+        hot, cos = _hot_and_cosmic(rng, (h, w), size, (0, 0), hot_y[on[i]], hot_x[on[i]],
+                                   hot_amp[on[i]])
+        kinds['hot'][i], kinds['cosmic'][i] = hot / sd, cos / sd
+        frames[i] = np.rint(np.clip(noisy + hot + cos, 0, limit))
+    anything = np.zeros((h, w), bool)
+    for m in kinds.values():
+        anything |= (m > 1).any(axis=0)
+    flat = ~_dilate(anything, 1)
+    flat[:4] = flat[-4:] = False
+    flat[:, :4] = flat[:, -4:] = False
+    return Scene('flats', frames, clean, None, levels.mean() * pattern, kinds, flat, None, None,
+                 'multiplicative', limit, None, levels)
+
+
 def pure_noise(n: int, size: int = 200, seed: int = 27) -> np.ndarray:
     """n frames of Gaussian noise, 1000 +- 30, float64."""
     return _rng('noise', n, seed).normal(1000.0, 30.0, (n, size, size))
@@ -701,7 +772,12 @@ class Row:
 
 def ideal(scene: Scene, run: Run | None) -> np.ndarray:
     """The clean frames stacked without rejection, with the run's
-    normalization and weights (the plain mean for None)."""
+    normalization and weights (the plain mean for None; for a set of known
+    levels, the flats, the mean of the clean frames each scaled to the mean
+    level)."""
+    if run is None and scene.levels is not None:
+        scale = scene.levels.mean() / scene.levels
+        return (scene.clean * scale.reshape((-1,) + (1,) * (scene.clean.ndim - 1))).mean(axis=0)
     kw = {} if run is None else {k: v for k, v in run.kwargs().items()
                                  if k in ('normalize', 'weights')}
     r, _ = imgstack.stack_array(scene.clean, reject='none', valid=scene.present,
@@ -1112,6 +1188,66 @@ def print_noise_table(bench: NoiseBench, runs: Sequence[Run], out=sys.stdout) ->
 
 
 # --------------------------------------------------------------------------
+# README's guide ("What to use for what you have"): few lights, flats
+
+
+FEW_COUNTS = (3, 5, 7)
+GUIDE_FEW = [
+    R('--reject minmax --normalize additive --valid-range 1:'),
+    R('--normalize additive --valid-range 1:', 'sigma --normalize additive --valid-range 1:'),
+    R('--reject mad --normalize additive --valid-range 1:'),
+    R('--reject percentile --normalize additive --valid-range 1:'),
+    R('--reject none --combine median --normalize additive --valid-range 1:'),
+    R('--reject percentile --normalize additive-scale --valid-range 1:'),
+    R('--reject minmax --normalize additive-scale --valid-range 1:'),
+    R('--reject none --normalize additive --valid-range 1:',
+      'mean, no rejection (reference) --normalize additive --valid-range 1:'),
+]
+"""The guide's "few lights" row (first) and what a user might pick instead."""
+
+GUIDE_FLATS = [
+    R('--normalize multiplicative --reject winsorized'),
+    R('--normalize multiplicative', 'sigma --normalize multiplicative'),
+    R('--normalize multiplicative --reject mad'),
+    R('--reject none --combine median --normalize multiplicative'),
+    R('', 'sigma, no normalization'),
+    R('--reject winsorized', '--reject winsorized (the darks row), no normalization'),
+    R('--reject none --normalize multiplicative',
+      'mean, no rejection (reference) --normalize multiplicative'),
+]
+"""The guide's "flats" row (first) and what a user might pick instead."""
+
+
+def guide(stacker: Stacker, quick: bool, seed: int, out=sys.stdout) -> None:
+    """The night at 3, 5 and 7 frames with the few-lights runs, then the
+    flats, each as a set table; then the few lights' worst over the counts."""
+    size = 160 if quick else 256
+    worst: dict[str, list[Row]] = {}
+    kinds: list[str] = []
+    for n in FEW_COUNTS:
+        sc = night(n, size, seed)
+        sc.name = 'few lights (night)'
+        cache: dict = {}
+        rows = [evaluate(sc, run, stacker, cache) for run in GUIDE_FEW]
+        print_set_table(sc, rows, out)
+        for r in rows:
+            worst.setdefault(r.name, []).append(r)
+        kinds = [*(k for k, _ in baselines(sc)), *sc.kinds]
+    width = max(len(k) for k in worst)
+    print(f'\nfew lights, over {"/".join(map(str, FEW_COUNTS))} frames: noise at each, and'
+          ' the worst mean |result-ideal| / result sigma of each kind (! = left)', file=out)
+    print(f'{"run":<{width}}  {"noise":>17}  ' + ' '.join(f'{k:>6}' for k in kinds), file=out)
+    for name, rows in worst.items():
+        means = [max(r.left[k][0] for r in rows) for k in kinds]
+        print(f'{name:<{width}}  ' + '/'.join(f'{r.noise:5.3f}' for r in rows) + '  '
+              + ' '.join(f'{m:5.2f}' + ('!' if m >= 1 else ' ') for m in means), file=out,
+              flush=True)
+    sc = flats(15, size, seed)
+    cache = {}
+    print_set_table(sc, [evaluate(sc, run, stacker, cache) for run in GUIDE_FLATS], out)
+
+
+# --------------------------------------------------------------------------
 # calibration
 
 
@@ -1321,7 +1457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--quick', action='store_true',
                         help='smaller sets, noise at 8 and 30 frames, no calibration search')
     parser.add_argument('--only', action='append',
-                        choices=('sets', 'select', 'noise', 'calibrate'),
+                        choices=('sets', 'select', 'noise', 'guide', 'calibrate'),
                         help='run only this part (repeatable); default: all (--quick: all but'
                         ' calibrate)')
     parser.add_argument('--seed', type=int, default=27, help='generator seed (default 27)')
@@ -1337,8 +1473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         ' rounded to the input type) instead of stack_array (the select part'
                         ' always does)')
     args = parser.parse_args(argv)
-    parts = set(args.only or (('sets', 'select', 'noise') if args.quick
-                              else ('sets', 'select', 'noise', 'calibrate')))
+    parts = set(args.only or (('sets', 'select', 'noise', 'guide') if args.quick
+                              else ('sets', 'select', 'noise', 'guide', 'calibrate')))
     counts = (8, 30) if args.quick else NOISE_FRAMES
     noise_size = min(args.noise_size, 120) if args.quick and args.noise_size == 200 \
         else args.noise_size
@@ -1355,6 +1491,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cache: dict = {}
                 rows = [evaluate(sc, run, stacker, cache) for run in set_runs(sc, args.quick)]
                 print_set_table(sc, rows)
+    if 'guide' in parts:
+        with tempfile.TemporaryDirectory() as tmp:
+            guide(CliStacker(Path(tmp)) if args.cli else stack, args.quick, args.seed)
     if 'select' in parts:
         with tempfile.TemporaryDirectory() as tmp:
             print_select_table(SelectBench(cloudy_night(seed=args.seed), Path(tmp)), SELECT_RUNS)

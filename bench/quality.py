@@ -257,6 +257,22 @@ def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
     return out
 
 
+def _hot_spots(rng: np.random.Generator, h: int, w: int,
+               size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hot pixels fixed on the sensor, more than 10 px apart (so that two
+    never meet at one place of the registered frames), and their values."""
+    nhot = size * size // 700
+    spots: list[tuple[int, int]] = []
+    for _ in range(50 * nhot):
+        if len(spots) == nhot:
+            break
+        y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
+        if all(max(abs(y - a), abs(x - b)) > 10 for a, b in spots):
+            spots.append((y, x))
+    hot_y, hot_x = np.array(spots).T
+    return hot_y, hot_x, np.exp(rng.uniform(math.log(2000), math.log(40000), len(spots)))
+
+
 def _hot_and_cosmic(rng: np.random.Generator, shape: tuple[int, int], size: int,
                     shift: tuple[int, int], hot_y: np.ndarray, hot_x: np.ndarray,
                     hot_amp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -316,17 +332,7 @@ def night(n: int = 16, size: int = 256, seed: int = 27) -> Scene:
     # hot pixels: fixed on the sensor
     # hot pixels: fixed on the sensor, more than 10 px apart, so that two
     # never meet at one place of the registered frames
-    nhot = size * size // 700
-    spots: list[tuple[int, int]] = []
-    for _ in range(50 * nhot):
-        if len(spots) == nhot:
-            break
-        y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
-        if all(max(abs(y - a), abs(x - b)) > 10 for a, b in spots):
-            spots.append((y, x))
-    hot_y, hot_x = np.array(spots).T
-    nhot = len(spots)
-    hot_amp = np.exp(rng.uniform(math.log(2000), math.log(40000), nhot))
+    hot_y, hot_x, hot_amp = _hot_spots(rng, h, w, size)
     k_bright, k_faint = rng.choice(n, 2, replace=False)
     limit = 65535.0
     frames = np.empty((n, h, w), np.uint16)
@@ -951,16 +957,7 @@ def cloudy_night(n: int = 30, size: int = 384, seed: int = 27, cloudy: int = 5,
     # pixels are fixed on the sensor, so they move with each frame's shift
     grid = np.array([(y, x) for y in range(-5, 6) for x in range(-5, 6) if (y, x) != (0, 0)])
     shifts = np.vstack([[0, 0], grid[rng.permutation(len(grid))[:n - 1]]])
-    nhot = size * size // 700
-    spots: list[tuple[int, int]] = []
-    for _ in range(50 * nhot):
-        if len(spots) == nhot:
-            break
-        y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
-        if all(max(abs(y - a), abs(x - b)) > 10 for a, b in spots):
-            spots.append((y, x))
-    hot_y, hot_x = np.array(spots).T
-    hot_amp = np.exp(rng.uniform(math.log(2000), math.log(40000), len(spots)))
+    hot_y, hot_x, hot_amp = _hot_spots(rng, h, w, size)
     k_trail = int(rng.choice(np.flatnonzero(np.array(role) == 'clear')[1:]))
     limit = 65535.0
     frames = np.empty((n, h, w), np.uint16)

@@ -1036,7 +1036,7 @@ def _overflow_scale(x: np.ndarray) -> float:
     below about 1e-150 in such a chunk lose bits to the scaling."""
     if x.dtype != np.float64 or not x.size:
         return 1.0
-    top = float(np.fmax.reduce(np.abs(x), axis=None))
+    top = max(float(np.fmax.reduce(x, axis=None)), -float(np.fmin.reduce(x, axis=None)))
     if not SAFE_TOP < top < math.inf:
         return 1.0
     return 2.0 ** (500 - math.frexp(top)[1])
@@ -4906,7 +4906,7 @@ class Settings:
                     raise ValueError(msg)
             settings = cls(
                 method, normalize, weights, checked_range(valid_range), dtype,
-                _codec_of(compress), _budget(memory), _rows_of(rows), bool(force),
+                _codec_of(compress), _budget(memory), _whole(rows, 'rows', 1), bool(force),
                 bool(no_alpha), cli=cli, axis=_axis_of(axis), group=_group_of(group),
                 select=chosen,
                 **{name: None if value is None else _path_arg(value, name)
@@ -5070,26 +5070,22 @@ def _group_of(group: Any) -> int | None:
     ValueError
         Not such a number.
     """
-    if group is None:
-        return None
-    if not _is_int(group) or group < 2:
-        msg = f'group must be an integer >= 2, not {group!r}'
-        raise ValueError(msg)
-    return int(group)
+    return None if group is None else _whole(group, 'group', 2)
 
 
-def _rows_of(rows: Any) -> int:
-    """The band height of ``rows``: an integer >= 1.
+def _whole(value: Any, name: str, least: int) -> int:
+    """``value``, an integer of at least ``least`` (the band height ``rows``,
+    the ``group`` size).
 
     Raises
     ------
     ValueError
-        Not such a number.
+        Not such a number, named in the message.
     """
-    if not _is_int(rows) or rows < 1:
-        msg = f'rows must be an integer >= 1, not {rows!r}'
+    if not _is_int(value) or value < least:
+        msg = f'{name} must be an integer >= {least}, not {value!r}'
         raise ValueError(msg)
-    return int(rows)
+    return int(value)
 
 
 def checked_range(value: Any) -> tuple[float | None, float | None] | None:

@@ -1677,7 +1677,7 @@ class _Chunk:
         count = rank[-1].astype(np.float64)
         dr = rank.astype(np.float64)
         dr -= (count + 1) / 2
-        total = y.sum(axis=0)
+        total = _add_rows(y)
         my = total / count
         srr = count * (count * count - 1) / 12
         slope = np.where(srr > 0, np.einsum('ij,ij->j', dr, y) / srr, 0.0)
@@ -1804,7 +1804,7 @@ class _Chunk:
                 total = _sums(z, None)[0].astype(np.float64)
                 squares = _square_sums(z).astype(np.float64)
             else:
-                total = z.sum(axis=0)
+                total = _add_rows(z)
                 squares = np.einsum('ij,ij->j', z, z)
             count = (b - a).astype(np.float64)
         # the flat places of each window's lowest and highest values
@@ -1903,7 +1903,7 @@ class _Chunk:
             use = np.where(empty, fallback, kept)
             values = np.where(use, self.frames, 0)
             w = np.where(use, self.weights, 0.0)
-            weighted = (w * values).sum(axis=0) / w.sum(axis=0)
+            weighted = _add_rows(w * values) / _add_rows(w)
             if combine == 'mean':
                 return np.where(k > 0, weighted, 0.0), rejected, low
             self.weights = None  # the other combinations are unweighted
@@ -1914,7 +1914,7 @@ class _Chunk:
             mean = total / count
             if empty.any():  # the mean of every valid value
                 e = empty.nonzero()[0]
-                mean[e] = np.where(rows < k[e], self.s[:, e], 0.0).sum(axis=0) / k[e]
+                mean[e] = _add_rows(np.where(rows < k[e], self.s[:, e], 0.0)) / k[e]
             mean += self.shift
         elif (combine == 'mean' or empty.any()) and self._sums is not None and keep is None:
             ma, mb = np.where(empty, 0, a), np.where(empty, k, b)
@@ -1929,7 +1929,7 @@ class _Chunk:
         elif combine == 'mean' or empty.any():
             window = (rows >= a) & (rows < b) if keep is None else keep
             window = np.where(empty, rows < k, window)
-            total = np.where(window, self.s, 0.0).sum(axis=0)
+            total = _add_rows(np.where(window, self.s, 0.0))
             mean = total / window.sum(axis=0) + self.shift
         if combine == 'mean':
             assert mean is not None  # every branch above computes it for 'mean'
@@ -2043,8 +2043,10 @@ def _clip_chunk(
     8- and 16-bit integers stay in their own type: sums are exact int64,
     and each value is compared with per-point integer bounds (``x < lo``
     is ``x < ceil(lo)`` for an integer).  Other types are clipped in
-    float64.  Points leave the working set as soon as a pass rejects
-    nothing there: their kept values, and so their result, cannot change.
+    float64.  Points that a pass leaves unchanged leave the working set
+    (once `ACTIVE_SHRINK` or fewer changed): their kept values, and so
+    their result, cannot change; a point kept on recomputes the same
+    bounds and rejects nothing more.
     ``kept`` is None while every value is kept.
     """
     exact = v.dtype.kind in 'iu' and v.dtype.itemsize <= 2
@@ -2088,17 +2090,23 @@ def _clip_chunk(
         changed = np.flatnonzero(out.any(axis=0))
         if not changed.size:
             break
-        active, x, out = active[changed], x[:, changed], out[:, changed]
-        if w is not None:
-            w = w[:, changed]
+        if changed.size <= ACTIVE_SHRINK * x.shape[1]:  # the others leave
+            # take keeps rows in memory order (x[:, changed] would not)
+            active, x, out, under = active[changed], np.take(x, changed, axis=1), \
+                np.take(out, changed, axis=1), np.take(under, changed, axis=1)
+            total, count = total[changed], count[changed]
+            if w is not None:
+                w = np.take(w, changed, axis=1)
+            if kept is not None:
+                kept = np.take(kept, changed, axis=1)
         removed = out.sum(axis=0)
         rejected[active] += removed
-        below[active] += under[:, changed].sum(axis=0)
+        below[active] += under.sum(axis=0)
         del under
-        kept = ~out if kept is None else kept[:, changed] & ~out
+        kept = ~out if kept is None else kept & ~out
         if exact:  # exact: take the rejected values out of the sums
-            total = total[changed] - (x * out).sum(axis=0, dtype=np.int64)
-            count = count[changed] - removed
+            total = total - (x * out).sum(axis=0, dtype=np.int64)
+            count = count - removed
         else:  # sum again, in the same order as a fresh sum would
             total, count = _sums(x, kept)
         with np.errstate(invalid='ignore', divide='ignore'):
@@ -2108,6 +2116,13 @@ def _clip_chunk(
                 wsum, wx = _weighted_sums(x, kept, w)
                 mean[active] = np.where(count > 0, wx / wsum, fallback[active])
     return mean, rejected, below, passes
+
+
+ACTIVE_SHRINK = 0.75
+"""`_clip_chunk` drops the points that a pass left unchanged from its
+working set when at most this fraction of the points changed: copying
+the rest costs more than a pass over points that cannot change (with
+thousands of frames nearly every point loses a value in every pass)."""
 
 
 NETWORK_MAX = 128
@@ -2272,7 +2287,20 @@ def _weighted_sums(
     wx = w * x
     if kept is not None and x.dtype.kind == 'f':
         wx[~kept] = 0.0  # 0 * NaN or 0 * inf
-    return w.sum(axis=0), wx.sum(axis=0)
+    return _add_rows(w), _add_rows(wx)
+
+
+def _add_rows(a: np.ndarray) -> np.ndarray:
+    """The sums of a float array ``(n, c)`` along its first axis, row after
+    row whatever its width and layout: numpy adds a lone column, or the
+    columns of an array in column order (what ``x[:, index]`` gives),
+    pairwise, in another order with other roundings; a point would not give
+    the same bits alone in a chunk as beside others, nor a streamed band
+    those of the whole image."""
+    n, c = a.shape
+    if n < 2 or c == 0 or (c > 1 and abs(a.strides[1]) < abs(a.strides[0])):
+        return a.sum(axis=0)  # rows in memory order: numpy adds row after row
+    return np.add.accumulate(a, axis=0)[-1]
 
 
 def _sums(x: np.ndarray, kept: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -2280,11 +2308,11 @@ def _sums(x: np.ndarray, kept: np.ndarray | None) -> tuple[np.ndarray, np.ndarra
     of each point."""
     if kept is None:
         if x.dtype.kind == 'f':
-            return x.sum(axis=0), np.full(x.shape[1], x.shape[0])
+            return _add_rows(x), np.full(x.shape[1], x.shape[0])
         total = x.sum(axis=0, dtype=_sum_type(x.dtype, x.shape[0])).astype(np.int64)
         return total, np.full(x.shape[1], x.shape[0])
     if x.dtype.kind == 'f':  # where, not a product: 0 * inf is NaN
-        return np.where(kept, x, 0.0).sum(axis=0), kept.sum(axis=0)
+        return _add_rows(np.where(kept, x, 0.0)), kept.sum(axis=0)
     return (x * kept).sum(axis=0, dtype=np.int64), kept.sum(axis=0)
 
 
@@ -2328,7 +2356,7 @@ def _bounds(
             dev = x - mean
             if kept is not None:
                 dev = np.where(kept, dev, 0.0)
-            var = np.square(dev, out=dev).sum(axis=0) / count
+            var = _add_rows(np.square(dev, out=dev)) / count
         std = np.sqrt(var)
         mid = mean if center == 'mean' else _median(x, kept, count, presorted)
         lo, hi = mid - std * low, mid + std * high

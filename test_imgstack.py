@@ -478,6 +478,26 @@ def test_summary_counts(tmp_path, capsys):
     assert os.path.exists(out)
 
 
+@pytest.mark.parametrize('center', ['mean', 'median'])
+@pytest.mark.parametrize('seed', range(30))
+def test_chunks_of_any_width_give_the_same_bits(center, seed):
+    """A point's result does not depend on its neighbours in a chunk: float
+    data with NaN and outliers, stacked whole and cut into chunks of every
+    width, one column included (numpy sums a lone column, or columns in
+    column order, pairwise: other roundings)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 30, (int(rng.integers(8, 13)), 37))
+    x[rng.random(x.shape) < 0.05] = -950.0
+    x[rng.random(x.shape) < 0.03] = np.nan
+    method = imgstack.Method(iterations=int(rng.integers(1, 5)), center=center,
+                             sigma_low=rng.uniform(0.8, 4), sigma_high=rng.uniform(0.8, 4))
+    whole = imgstack.clip_points(x, None, method).result
+    for width in (1, 2, 5, 16):
+        parts = [imgstack.clip_points(x[:, a:a + width], None, method).result
+                 for a in range(0, x.shape[1], width)]
+        np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
 # -- properties over random shapes, types, layouts and settings -------------
 
 @st.composite

@@ -2050,7 +2050,8 @@ def _clip_chunk(
     ``kept`` is None while every value is kept.
     """
     exact = v.dtype.kind in 'iu' and v.dtype.itemsize <= 2
-    x = v if exact else np.asarray(v, np.float64)
+    # in memory order: the rows of a band's chunk lie far apart
+    x = np.ascontiguousarray(v) if exact else np.asarray(v, np.float64)
     # for the median, sort each point's values once: sums do not depend on
     # the order, and the kept values of a point stay a run of its sorted
     # values (NaN sorts last), so each pass finds its median by index.
@@ -2077,38 +2078,45 @@ def _clip_chunk(
     rejected = np.zeros(x.shape[1], np.int64)
     below = np.zeros(x.shape[1], np.int64)
     active = np.arange(x.shape[1])  # the points still in the working set
+    # small integers: the sums of squares too, exact, kept up to date
+    squares = _square_sums(x if kept is None else x * kept) if exact else None
     passes = 0
     for _ in range(iterations):
         passes += 1
         lo, hi = _bounds(x, kept, total, count, low, high, center, exact, presorted,
-                         v.dtype.kind in 'iu')
+                         v.dtype.kind in 'iu', squares)
         under = x < lo
         out = under | (x > hi)
         if kept is not None:
             out &= kept
             under &= kept
-        changed = np.flatnonzero(out.any(axis=0))
-        if not changed.size:
+        # the values rejected are few: their places, counted per point
+        width = x.shape[1]
+        rows, cols = np.divmod(np.flatnonzero(out), width)  # faster than nonzero
+        if not cols.size:
             break
-        if changed.size <= ACTIVE_SHRINK * x.shape[1]:  # the others leave
-            # take keeps rows in memory order (x[:, changed] would not)
-            active, x, out, under = active[changed], np.take(x, changed, axis=1), \
-                np.take(out, changed, axis=1), np.take(under, changed, axis=1)
-            total, count = total[changed], count[changed]
-            if w is not None:
-                w = np.take(w, changed, axis=1)
-            if kept is not None:
-                kept = np.take(kept, changed, axis=1)
-        removed = out.sum(axis=0)
+        removed = np.bincount(cols, minlength=width)
         rejected[active] += removed
-        below[active] += under.sum(axis=0)
+        below[active] += np.bincount(cols[under[rows, cols]], minlength=width)
         del under
         kept = ~out if kept is None else kept & ~out
-        if exact:  # exact: take the rejected values out of the sums
-            total = total - (x * out).sum(axis=0, dtype=np.int64)
+        del out
+        if exact:  # take the rejected values out of the sums
+            assert squares is not None
+            total, squares = _without(x[rows, cols], cols, width, total, squares)
             count = count - removed
         else:  # sum again, in the same order as a fresh sum would
             total, count = _sums(x, kept)
+        changed = np.flatnonzero(removed)
+        if changed.size <= ACTIVE_SHRINK * width:  # the others leave
+            # take keeps rows in memory order (x[:, changed] would not)
+            active, x, kept = active[changed], np.take(x, changed, axis=1), \
+                np.take(kept, changed, axis=1)
+            total, count = total[changed], count[changed]
+            if squares is not None:
+                squares = squares[changed]
+            if w is not None:
+                w = np.take(w, changed, axis=1)
         with np.errstate(invalid='ignore', divide='ignore'):
             if w is None:
                 mean[active] = np.where(count > 0, total / count, fallback[active])
@@ -2116,6 +2124,25 @@ def _clip_chunk(
                 wsum, wx = _weighted_sums(x, kept, w)
                 mean[active] = np.where(count > 0, wx / wsum, fallback[active])
     return mean, rejected, below, passes
+
+
+def _without(
+    gone: np.ndarray, points: np.ndarray, width: int, total: np.ndarray, squares: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The int64 sums and sums of squares of small integers without the
+    values ``gone`` of the points ``points``, added per point by bincount in
+    float64: exact while fewer than 2^21 values go (each square is below
+    2^32, so every sum stays below 2^53), else by int64 ``add.at``."""
+    if gone.size < 1 << 21:
+        g = gone.astype(np.float64)
+        less = np.bincount(points, g, width).astype(np.int64)
+        less_squares = np.bincount(points, g * g, width).astype(np.int64)
+    else:
+        g = gone.astype(np.int64)
+        less, less_squares = np.zeros(width, np.int64), np.zeros(width, np.int64)
+        np.add.at(less, points, g)
+        np.add.at(less_squares, points, g * g)
+    return total - less, squares - less_squares
 
 
 ACTIVE_SHRINK = 0.75
@@ -2336,6 +2363,7 @@ def _bounds(
     exact: bool,
     presorted: bool = False,
     integers: bool = False,
+    squares: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return the lowest and highest value each point keeps in this pass.
 
@@ -2350,7 +2378,8 @@ def _bounds(
     with np.errstate(invalid='ignore', divide='ignore'):
         mean = total / count
         if exact:
-            squares = _square_sums(x if kept is None else x * kept)
+            if squares is None:
+                squares = _square_sums(x if kept is None else x * kept)
             var = (count * squares - total * total) / (count.astype(np.float64) ** 2)
         else:
             dev = x - mean

@@ -34,12 +34,12 @@ The data flow, in the order of this file's sections:
   that the file job calls band by band (its docstring tables which path
   computes what).  It cuts a band into chunks: the default method takes
   the fast path `_clip_chunk` (thresholds, no sort); every other method a
-  `_Chunk`,
-  which sorts each point's values once and moves a window of kept values
-  with one small step function per method (`_STEPS`: `_Chunk._sigma`,
-  `_mad`, `_winsorized`, `_linear`, `_percentile`, `_minmax`, `_gesd`,
-  `_none`), then `_Chunk.combine`; a point with no valid value keeps its
-  plain mean (`_plain_where_none_valid`).  `_t_quantile` and
+  `_Chunk`, which sorts each point's values once and moves a window of
+  kept values with one small step function per method (`_STEPS`:
+  `_Chunk._sigma`, `_mad`, `_winsorized`, `_linear`, `_percentile`,
+  `_minmax`, `_gesd`, `_none`), and `_combine` makes the result from the
+  values kept, one way for each combination; a point with no valid value
+  keeps its plain mean (`_plain_where_none_valid`).  `_t_quantile` and
   `gesd_critical` serve GESD; `frame_statistics`, `normalization` and
   `noise_weights` serve a night's frames, `frame_metrics` measures each
   frame's stars, sharpness and transparency (`FrameMetrics`) for
@@ -873,7 +873,8 @@ def clip_points(
 
     `_Chunk` sorts each point's values once and moves a window of kept
     values with the method's step (`_STEPS`); linear fit keeps a mask of
-    sorted rows instead.
+    sorted rows instead.  `_combine` then computes the combination from
+    the window, one way for each.
     """
     n, npoints = values.shape
     # the default method has a fast path: thresholds, no sort.  Frame counts
@@ -975,7 +976,7 @@ def clip_points(
                 window.reject()
             else:
                 passes = window.reject()
-                result[a:b], rejected[a:b], low[a:b] = window.combine()
+                result[a:b], rejected[a:b], low[a:b] = _combine(window)
             if counts:
                 k, lo, hi = window.kept_in_frame_order()
         if counts:
@@ -1138,8 +1139,10 @@ class _Chunk:
     spread in O(1), and the median is an index.  Linear fit may reject
     inside the window: it keeps a mask of sorted rows instead.
 
-    Its methods run with numpy's invalid and divide warnings off, set once
-    by `clip_points` around the whole chunk.
+    The steps of each method (`_STEPS`) move the windows; `_combine` then
+    makes the result from what they kept.  Its methods run with numpy's
+    invalid and divide warnings off, set once by `clip_points` around the
+    whole chunk.
     """
 
     def __init__(
@@ -1870,90 +1873,77 @@ class _Chunk:
     def _none(self, idx: np.ndarray) -> np.ndarray:
         return np.zeros(idx.size, bool)
 
-    # -- the result -----------------------------------------------------------
+    # -- what the combination reads (`_combine`) -------------------------------
 
-    # radon E: each branch uses the sums a step already left (prefix sums,
-    # exact integer sums, linear fit's running sums) instead of summing again;
-    # one way per combination would cost a second pass over the values.
-    def combine(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return the combined values (float64), the values rejected and
-        the values rejected low, per point."""
-        n, k, a, b = self.n, self.k, self.a, self.b
-        rows = np.arange(n)[:, np.newaxis]
+    def kept_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """The number of values each point keeps, and of those it rejected
+        low."""
         if self.keep is not None:  # linear: a mask, not a window
-            keep = self.keep
-            count = keep.sum(axis=0)
-            empty = count == 0
             assert self.low_rows is not None  # made with keep
-            low = self.low_rows.sum(axis=0)
-        elif self.linear_sums is not None:  # linear, the mean alone: sums
-            count, total, low = self.linear_sums
-            empty = count == 0
-            keep = None
-        else:
-            empty = a >= b
-            keep = None
-            count = b - a
-            low = np.where(empty, np.minimum(a, k), a)
-        rejected = np.where(empty, k, k - count)
-        combine = self.method.combine
-        if self.weights is not None and (combine == 'mean' or empty.any()):
-            kept, _, _ = self.kept_in_frame_order()
-            fallback = ~self.invalid if self.invalid is not None else np.ones_like(kept)
-            use = np.where(empty, fallback, kept)
-            values = np.where(use, self.frames, 0)
-            w = np.where(use, self.weights, 0.0)
-            weighted = _add_rows(w * values) / _add_rows(w)
-            if combine == 'mean':
-                return np.where(k > 0, weighted, 0.0), rejected, low
-            self.weights = None  # the other combinations are unweighted
-            result, rejected, low = self.combine()
-            return np.where(empty, np.where(k > 0, weighted, 0.0), result), rejected, low
-        mean = None
+            return self.keep.sum(axis=0), self.low_rows.sum(axis=0)
+        if self.linear_sums is not None:  # linear, the mean alone: sums
+            count, _, low = self.linear_sums
+            return count, low
+        a, b = self.a, self.b
+        return b - a, np.where(a >= b, np.minimum(a, self.k), a)
+
+    # the sum of a point's kept values is taken from what its steps
+    # left (prefix sums, linear fit's running sums, GESD's exact sums, exact
+    # integer sums of a window) rather than from a second pass over the values
+    def kept_mean(self, count: np.ndarray, empty: np.ndarray) -> np.ndarray:
+        """The mean of the values each point keeps, or of all its valid
+        values where it keeps none (``empty``)."""
+        k, a, b, keep = self.k, self.a, self.b, self.keep
+        rows = np.arange(self.n)[:, np.newaxis]
         if self.linear_sums is not None:
-            mean = total / count
-            if empty.any():  # the mean of every valid value
+            mean = self.linear_sums[1] / count
+            if empty.any():
                 e = empty.nonzero()[0]
                 mean[e] = _add_rows(np.where(rows < k[e], self.s[:, e], 0.0)) / k[e]
-            mean += self.shift
-        elif (combine == 'mean' or empty.any()) and self._sums is not None and keep is None:
-            ma, mb = np.where(empty, 0, a), np.where(empty, k, b)
+            return mean + self.shift
+        ma, mb = np.where(empty, 0, a), np.where(empty, k, b)  # the rows averaged
+        if self._sums is not None and keep is None:
             at = np.arange(a.size)
-            mean = self.window_sums(ma, mb, at, self._sums[:1])[0] / (mb - ma)
-            mean += self.shift
-        elif combine == 'mean' and self.window_total is not None and not empty.any():
-            mean = self.window_total / count
-        elif (combine == 'mean' or empty.any()) and self.exact and keep is None:
-            ma, mb = np.where(empty, 0, a), np.where(empty, k, b)
-            mean = self._exact_sum(ma, mb) / (mb - ma)
-        elif combine == 'mean' or empty.any():
-            window = (rows >= a) & (rows < b) if keep is None else keep
-            window = np.where(empty, rows < k, window)
-            total = _add_rows(np.where(window, self.s, 0.0))
-            mean = total / window.sum(axis=0) + self.shift
-        if combine == 'mean':
-            assert mean is not None  # every branch above computes it for 'mean'
-            result = mean
+            return self.window_sums(ma, mb, at, self._sums[:1])[0] / (mb - ma) + self.shift
+        if self.window_total is not None and not empty.any():  # exact: no shift
+            return self.window_total / count
+        if self.exact and keep is None:
+            return self._exact_sum(ma, mb) / (mb - ma)
+        window = (rows >= a) & (rows < b) if keep is None else keep
+        window = np.where(empty, rows < k, window)
+        return _add_rows(np.where(window, self.s, 0.0)) / window.sum(axis=0) + self.shift
+
+    def weighted_mean(self, empty: np.ndarray) -> np.ndarray:
+        """The weighted mean of the values each point keeps, or of all its
+        valid values where it keeps none (``empty``)."""
+        assert self.weights is not None  # the caller's case
+        kept, _, _ = self.kept_in_frame_order()
+        fallback = ~self.invalid if self.invalid is not None else np.ones_like(kept)
+        use = np.where(empty, fallback, kept)
+        values = np.where(use, self.frames, 0)
+        w = np.where(use, self.weights, 0.0)
+        return _add_rows(w * values) / _add_rows(w)
+
+    def kept_value(self, combine: str, count: np.ndarray) -> np.ndarray:
+        """The median, the lowest or the highest of the values each point
+        keeps (``combine``), from their sorted rows."""
+        keep = self.keep
+        if keep is not None:  # rows of the kept values, in order
+            order = _running_count(keep, np.int64) - 1
+
+            def nth(j: np.ndarray) -> np.ndarray:
+                return (keep & (order == j)).argmax(axis=0)
         else:
-            if keep is not None:  # rows of the kept values, in order
-                order = _running_count(keep, np.int64) - 1
-                def nth(j: np.ndarray) -> np.ndarray:
-                    return (keep & (order == j)).argmax(axis=0)
-            else:
-                def nth(j: np.ndarray) -> np.ndarray:
-                    return a + j
-            at = np.arange(a.size)
-            if combine == 'median':
-                lo = self.at(nth(np.maximum(count - 1, 0) // 2), at)
-                hi = self.at(nth(count // 2), at)
-                result = (lo + hi) / 2 + self.shift
-            elif combine == 'min':
-                result = self.at(nth(np.zeros_like(count)), at) + self.shift
-            else:
-                result = self.at(nth(np.maximum(count - 1, 0)), at) + self.shift
-            if mean is not None:
-                result = np.where(empty, mean, result)
-        return np.where(k > 0, result, 0.0), rejected, low
+            def nth(j: np.ndarray) -> np.ndarray:
+                return self.a + j
+        at = np.arange(self.a.size)
+        if combine == 'median':
+            lo = self.at(nth(np.maximum(count - 1, 0) // 2), at)
+            hi = self.at(nth(count // 2), at)
+            return (lo + hi) / 2 + self.shift
+        if combine == 'min':
+            return self.at(nth(np.zeros_like(count)), at) + self.shift
+        return self.at(nth(np.maximum(count - 1, 0)), at) + self.shift
 
     def _exact_sum(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Exact sums of the rows a..b-1 of small integers: the sum of all
@@ -2022,6 +2012,37 @@ class _Chunk:
         return less | (equal & (rank < bound - less.sum(axis=0)))
 
 
+def _combine(chunk: _Chunk) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Combine a chunk whose rejection is done: the combined values
+    (float64), the values rejected and those rejected low, per point.
+
+    One way for each combination (README, "What is computed"): the mean of
+    the kept values, weighted when the chunk has weights; their median,
+    lowest or highest value, unweighted.  A point that keeps no value gets
+    the mean (weighted as the mean would be) of all its valid values; one
+    with no valid value gets 0, which `clip_points` replaces."""
+    k = chunk.k
+    count, low = chunk.kept_counts()
+    empty = count <= 0
+    rejected = np.where(empty, k, k - count)
+    combine = chunk.method.combine
+    mean = None
+    if combine == 'mean' or empty.any():
+        mean = chunk.kept_mean(count, empty) if chunk.weights is None \
+            else chunk.weighted_mean(empty)
+    if combine == 'mean':
+        assert mean is not None
+        result = mean
+    else:
+        result = chunk.kept_value(combine, count)
+        if mean is not None:
+            result = np.where(empty, mean, result)
+    return np.where(k > 0, result, 0.0), rejected, low
+
+
+# radon D: one loop of passes for small integers (exact sums kept up to date)
+# and other data (summed again), weighted or not, median or mean: split, the
+# loop would be written twice.
 def _clip_chunk(
     v: np.ndarray,
     valid: np.ndarray | None,

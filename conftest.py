@@ -106,7 +106,7 @@ def moderate(tmp_path_factory):
 @pytest.fixture
 def interrupts():
     """imgstack's handler installed for SIGINT and SIGTERM, as main() does."""
-    handler = imgstack.Interrupts()
+    handler = imgstack._Interrupts()
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     yield handler
     for signum, old in previous.items():

@@ -30,7 +30,7 @@ The data flow, in the order of this file's sections:
 - the computation, pure functions of arrays (no I/O): `Method` holds the
   rejection and combination, with each method's defaults
   (`DEFAULT_FACTORS`, `DEFAULT_PASSES`); `stack_array` and
-  `sigma_clipped_mean` serve arrays in memory; `clip_points` is the core
+  `sigma_clipped_mean` serve arrays in memory; `_clip_points` is the core
   that the file job calls band by band (its docstring tables which path
   computes what).  It cuts a band into chunks: the default method takes
   the fast path `_clip_chunk` (thresholds, no sort); every other method a
@@ -40,32 +40,32 @@ The data flow, in the order of this file's sections:
   `_minmax`, `_gesd`, `_none`), and `_combine` makes the result from the
   values kept, one way for each combination; a point with no valid value
   keeps its plain mean (`_plain_where_none_valid`).  `_t_quantile` and
-  `gesd_critical` serve GESD; `frame_statistics`, `normalization` and
-  `noise_weights` serve a night's frames, `frame_metrics` measures each
+  `_gesd_critical` serve GESD; `frame_statistics`, `_normalization` and
+  `_noise_weights` serve a night's frames, `frame_metrics` measures each
   frame's stars, sharpness and transparency (`FrameMetrics`) for
-  `select_frames` (``--select``) and the weights of `csv_weights` and its
-  kind, and `zero_borders`, `drift_advice` and `border_advice` give its
+  `_select_frames` (``--select``) and the weights of `_csv_weights` and its
+  kind, and `_zero_borders`, `_drift_advice` and `_border_advice` give its
   warnings;
-- reading: `open_source` reads each file's header and gives its frames (a
-  page each, or a step along T or Z of a hyperstack: `Source`),
-  `check_frames` compares them, `read_rows` reads the rows of one band of
+- reading: `_open_source` reads each file's header and gives its frames (a
+  page each, or a step along T or Z of a hyperstack: `_Source`),
+  `_check_frames` compares them, `_read_rows` reads the rows of one band of
   one frame;
 - the memory budget: `plan_bands` picks the band height and says where
   every byte goes;
-- writing: `strip_encoder` and `writer_args` for tifffile's writer;
+- writing: `_strip_encoder` and `_writer_args` for tifffile's writer;
 - the file job: `stack_files` takes every setting checked once
   (`Settings.from_options`) and checks every input and output
-  (`check_inputs`, `check_output`), then a `Job` per output page (one, or
+  (`_check_inputs`, `_check_output`), then a `_Job` per output page (one, or
   one per ``--group``) estimates the frames' statistics (`Job.statistics`,
-  from `sample_rows`), `stream_bands` reads band after band (the next one
+  from `_sample_rows`), `_stream_bands` reads band after band (the next one
   while the current one is stacked), `Job._strips` stacks each band and
-  yields the output's strips to the writer (`write_stack`), and `publish`
-  names the finished files (`temporary_file`), all or none;
-- the command line: `build_parser` and `main`, which turns every error into
+  yields the output's strips to the writer (`_write_stack`), and `_publish`
+  names the finished files (`_temporary_file`), all or none;
+- the command line: `_build_parser` and `main`, which turns every error into
   one line on stderr and an exit status and leaves the process as it found
   it; `_cli`, the entry point of ``python imgstack.py`` and the console
   script, sets up the process (standard streams, signals, the thread switch
-  interval and the allocator, `tune_allocator`) and calls `main`.
+  interval and the allocator, `_tune_allocator`) and calls `main`.
 
 Example::
 
@@ -197,10 +197,10 @@ program that imports imgstack keeps its own."""
 ALLOCATOR_BUDGET = 1 << 30
 """The budget from which the command asks glibc's malloc to keep the
 memory that the stacking threads free (`KEEP_FREED`); below it, for two
-heaps shared by every thread (`TWO_HEAPS`).  See `tune_allocator`."""
+heaps shared by every thread (`TWO_HEAPS`).  See `_tune_allocator`."""
 
 KEEP_FREED = ((-3, 32 * MIB), (-1, 256 * MIB))
-"""glibc's ``mallopt`` settings of `tune_allocator` from `ALLOCATOR_BUDGET`:
+"""glibc's ``mallopt`` settings of `_tune_allocator` from `ALLOCATOR_BUDGET`:
 ``M_MMAP_THRESHOLD`` 32 MiB (blocks below it come from the heaps, not from
 fresh mappings) and ``M_TRIM_THRESHOLD`` 256 MiB (a heap keeps up to that
 much free memory at its top instead of giving it back).  By default glibc moves the first
@@ -209,7 +209,7 @@ twice it: a chunk's working arrays are then returned to the system and
 faulted in again, page by page, by the next chunk."""
 
 TWO_HEAPS = ((-8, 2),)
-"""glibc's ``mallopt`` setting of `tune_allocator` below `ALLOCATOR_BUDGET`:
+"""glibc's ``mallopt`` setting of `_tune_allocator` below `ALLOCATOR_BUDGET`:
 ``M_ARENA_MAX`` 2, so that the five threads of a run (the main one, two
 reading, two stacking) share two heaps.  By default each thread takes a
 heap of its own, and each keeps its own free memory: what one thread has
@@ -314,10 +314,10 @@ class ImgstackError(Exception):
         self.file = file
         self.cause = cause
         shown = file if file is None or file.isprintable() else repr(file)
-        super().__init__(printable(f'{shown}: {cause}' if file else cause))
+        super().__init__(_printable(f'{shown}: {cause}' if file else cause))
 
 
-def printable(text: str) -> str:
+def _printable(text: str) -> str:
     """Text with its control and unprintable characters escaped (``\\x1b``,
     ``\\r``, ``\\udcff`` for a byte of a name that is not UTF-8), so that no
     file name can move the cursor, set a terminal's title or split a line."""
@@ -326,7 +326,7 @@ def printable(text: str) -> str:
     return ''.join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
-class Interrupted(KeyboardInterrupt):
+class _Interrupted(KeyboardInterrupt):
     """Ctrl-C, SIGTERM or SIGHUP: the run stops, nothing is written."""
 
     def __init__(self, signum: int = signal.SIGINT) -> None:
@@ -334,15 +334,15 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-class Interrupts:
+class _Interrupts:
     """The handler of SIGINT, SIGTERM and SIGHUP of the command line.
 
-    A signal raises `Interrupted` (a KeyboardInterrupt), except inside
-    `critical` sections (creating and registering a temporary file, moving
+    A signal raises `_Interrupted` (a KeyboardInterrupt), except inside
+    `_critical` sections (creating and registering a temporary file, moving
     outputs into place), where it waits for the end of the section; while
     the main thread is inside the standard library's thread code (waiting
     for a worker, starting or stopping one), where it waits for the next
-    `checkpoint` (an exception raised there can leave a lock held or
+    `_checkpoint` (an exception raised there can leave a lock held or
     released twice: a hang, or a RuntimeError instead of the interruption);
     and after the outputs are in place, where it is ignored: the run is done.
     """
@@ -358,13 +358,13 @@ class Interrupts:
         if self.depth or _in_thread_code(frame):
             self.pending = signum
             return
-        raise Interrupted(signum)
+        raise _Interrupted(signum)
 
     def check(self) -> None:
         """Raise the signal held back, outside critical sections."""
         if not self.depth and self.pending is not None and not self.done:
             signum, self.pending = self.pending, None
-            raise Interrupted(signum)
+            raise _Interrupted(signum)
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:
@@ -390,16 +390,16 @@ def _in_thread_code(frame: Any) -> bool:
     return False
 
 
-def critical() -> contextlib.AbstractContextManager[None]:
-    """Return a context in which Ctrl-C waits (when `Interrupts` handles it)."""
+def _critical() -> contextlib.AbstractContextManager[None]:
+    """Return a context in which Ctrl-C waits (when `_Interrupts` handles it)."""
     handler = signal.getsignal(signal.SIGINT)
-    return handler.deferred() if isinstance(handler, Interrupts) else contextlib.nullcontext()
+    return handler.deferred() if isinstance(handler, _Interrupts) else contextlib.nullcontext()
 
 
-def checkpoint() -> None:
+def _checkpoint() -> None:
     """Raise a Ctrl-C that came while the main thread was in thread code."""
     handler = signal.getsignal(signal.SIGINT)
-    if isinstance(handler, Interrupts):
+    if isinstance(handler, _Interrupts):
         handler.check()
 
 
@@ -407,23 +407,23 @@ WAIT_SECONDS = 0.1
 """How often a wait for a worker looks for a Ctrl-C held back."""
 
 
-def wait_for(future: concurrent.futures.Future[Any]) -> Any:
+def _wait_for(future: concurrent.futures.Future[Any]) -> Any:
     """The future's result; a Ctrl-C meanwhile takes effect within WAIT_SECONDS."""
     # not future.result(WAIT_SECONDS): the TimeoutError of a wait that ran
     # out looks like the TimeoutError (ETIMEDOUT) of a read that failed
     while not concurrent.futures.wait((future,), WAIT_SECONDS).done:
-        checkpoint()
-    checkpoint()
+        _checkpoint()
+    _checkpoint()
     return future.result()
 
 
-def pool_map(pool: concurrent.futures.Executor, fn: Callable[..., Any],
+def _pool_map(pool: concurrent.futures.Executor, fn: Callable[..., Any],
              *iterables: Any) -> Iterator[Any]:
-    """``pool.map(fn, *iterables)``, whose waits answer Ctrl-C (`wait_for`)."""
+    """``pool.map(fn, *iterables)``, whose waits answer Ctrl-C (`_wait_for`)."""
     futures = [pool.submit(fn, *args) for args in zip(*iterables)]
     try:
         for future in futures:
-            yield wait_for(future)
+            yield _wait_for(future)
     finally:
         for future in futures:
             future.cancel()
@@ -738,7 +738,7 @@ def stack_array(
         ok = np.broadcast_to(np.asarray(valid, bool), stack.shape)
         ok = ok[..., np.newaxis] if channel_axis is None else np.moveaxis(ok, channel_axis, -1)
         mask = ok.reshape(n, -1)
-    mask = valid_mask(values, mask, checked_range(valid_range))
+    mask = _valid_mask(values, mask, _checked_range(valid_range))
     factor = offset = None
     if normalize != 'none' or (isinstance(weights, str) and weights == 'noise'):
         stats = [
@@ -747,11 +747,11 @@ def stack_array(
                              None if mask is None else mask[i].reshape(moved.shape[1:]))
             for i in range(n)
         ]
-        factor, offset = normalization(stats, normalize)
+        factor, offset = _normalization(stats, normalize)
         if isinstance(weights, str) and weights == 'noise':
-            weights = noise_weights(stats, factor)
+            weights = _noise_weights(stats, factor)
     w = _frame_weights(weights, n, channels)
-    core = clip_points(values, mask, method, factor=factor, offset=offset,
+    core = _clip_points(values, mask, method, factor=factor, offset=offset,
                        weights=w, channels=channels, want_mask=return_mask)
     shape = moved.shape[1:]
     result = core.result.reshape(shape)
@@ -786,7 +786,7 @@ def _frame_weights(weights: Any, n: int, channels: int) -> np.ndarray | None:
     return w
 
 
-def valid_mask(
+def _valid_mask(
     values: np.ndarray, valid: np.ndarray | None,
     valid_range: tuple[float | None, float | None] | None,
 ) -> np.ndarray | None:
@@ -808,7 +808,7 @@ def valid_mask(
 
 
 @dataclasses.dataclass
-class Clipped:
+class _Clipped:
     """What the core returns for a 2-D array of points ``(n, points)``."""
 
     result: np.ndarray  # float64 (points,)
@@ -823,7 +823,7 @@ class Clipped:
 
 # radon D: the choice of path tabled in its docstring, and the chunk
 # closure that every path shares.
-def clip_points(
+def _clip_points(
     values: np.ndarray,
     valid: np.ndarray | None,
     method: Method,
@@ -836,11 +836,11 @@ def clip_points(
     frame_counts: bool = False,
     scratch: int = CHUNK_BYTES,
     map_: Callable[..., Iterator[Any]] = map,
-) -> Clipped:
+) -> _Clipped:
     """Reject and combine the points of a 2-D array ``(n, points)``.
 
     The core of imgstack, shared by every method: the points are cut into
-    column chunks (`chunk_points` each) that are processed independently
+    column chunks (`_chunk_points` each) that are processed independently
     (a point never depends on another), optionally in parallel through
     ``map_``.  ``factor``, ``offset`` and ``weights`` are per frame and
     channel, shape ``(n, channels)``; point ``j`` holds channel
@@ -894,13 +894,13 @@ def clip_points(
     sums = method.reject in ('sigma', 'winsorized')
     # linear fit's masks of the kept values, when more than their mean is asked
     masks = counts or weights is not None or method.combine != 'mean'
-    block = chunk_points(n, 1, None, 'mean', small, LINEAR_BYTES, False) \
+    block = _chunk_points(n, 1, None, 'mean', small, LINEAR_BYTES, False) \
         if method.reject == 'linear' else None
     center = method.center
     if fast and _sorted_path(values.dtype if factor is None else np.dtype(np.float64),
                              valid, weights, center, method.passes):
         center = 'sorted'  # _clip_sorted: small integers stay in their type
-    size = chunk_points(n, channels, values.dtype.itemsize if fast and not counts else None,
+    size = _chunk_points(n, channels, values.dtype.itemsize if fast and not counts else None,
                         center, small, scratch, sums, MOST_POINTS.get(method.reject),
                         method.reject)
     # as many chunks of about the same size for each thread: a band waits
@@ -995,7 +995,7 @@ def clip_points(
         return passes
 
     passes = max(map_(work, bounds), default=0)
-    return Clipped(result, rejected, low, passes, kept, frame_low, frame_high, sum(unranged))
+    return _Clipped(result, rejected, low, passes, kept, frame_low, frame_high, sum(unranged))
 
 
 def _plain_where_none_valid(x: np.ndarray, valid: np.ndarray | None, result: np.ndarray) -> int:
@@ -1050,7 +1050,7 @@ def _rows(table: np.ndarray, width: int) -> np.ndarray:
     return np.tile(table, -(-width // table.shape[1]))[:, :width]
 
 
-def chunk_points(
+def _chunk_points(
     n: int, channels: int = 1, itemsize: int | None = None, center: str = 'mean',
     small: bool = False, scratch: int = CHUNK_BYTES, sums: bool = True,
     most: int | None = None, reject: str | None = None,
@@ -1083,7 +1083,7 @@ def chunk_points(
     return max(size // channels, 1) * channels
 
 
-def chunk_scratch(memory: int, method: Method | None = None) -> int:
+def _chunk_scratch(memory: int, method: Method | None = None) -> int:
     """Scratch bytes of one stacking thread under a memory budget, for the
     method when given (`WINSOR_SHARE`)."""
     if method is not None and method.reject == 'winsorized':
@@ -1141,7 +1141,7 @@ class _Chunk:
 
     The steps of each method (`_STEPS`) move the windows; `_combine` then
     makes the result from what they kept.  Its methods run with numpy's
-    invalid and divide warnings off, set once by `clip_points` around the
+    invalid and divide warnings off, set once by `_clip_points` around the
     whole chunk.
     """
 
@@ -1172,7 +1172,7 @@ class _Chunk:
         self.invalid = bad
         # sort each point's values, invalid ones last (NaN, or the type's
         # maximum): sorted is (n, c), each column a point's values in order
-        sorted_ = sort_points(work, bad)
+        sorted_ = _sort_points(work, bad)
         self.k = np.full(c, n, np.int64) if bad is None else n - bad.sum(axis=0)
         self.sorted_native = sorted_
         rows = np.arange(n)[:, np.newaxis]
@@ -1795,7 +1795,7 @@ class _Chunk:
         k = self.k[idx]
         a, b = self.a[idx].copy(), self.b[idx].copy()
         limit = np.minimum(np.floor(fraction * k).astype(np.int64), np.maximum(k - 2, 0))
-        lam = gesd_critical(self.n, alpha)
+        lam = _gesd_critical(self.n, alpha)
         best_a, best_b = a.copy(), b.copy()
         steps = int(limit.max(initial=0))
         if steps:  # the window's sums, less each value as it is removed
@@ -2020,7 +2020,7 @@ def _combine(chunk: _Chunk) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     the kept values, weighted when the chunk has weights; their median,
     lowest or highest value, unweighted.  A point that keeps no value gets
     the mean (weighted as the mean would be) of all its valid values; one
-    with no valid value gets 0, which `clip_points` replaces."""
+    with no valid value gets 0, which `_clip_points` replaces."""
     k = chunk.k
     count, low = chunk.kept_counts()
     empty = count <= 0
@@ -2078,10 +2078,10 @@ def _clip_chunk(
     # values (NaN sorts last), so each pass finds its median by index.
     # Transparent pixels would break the run: they take the general way.
     if _sorted_path(v.dtype, valid, weights, center, iterations):
-        return _clip_sorted(np.ascontiguousarray(sort_points(x, None)), low, high, iterations)
+        return _clip_sorted(np.ascontiguousarray(_sort_points(x, None)), low, high, iterations)
     presorted = center == 'median' and valid is None and iterations > 0
     if presorted:
-        x = np.ascontiguousarray(sort_points(x, None))
+        x = np.ascontiguousarray(_sort_points(x, None))
     kept = valid
     if v.dtype.kind == 'f':
         nan = np.isnan(x)
@@ -2180,7 +2180,7 @@ fast at 200."""
 
 
 @functools.cache
-def sorting_network(n: int) -> tuple[tuple[int, int], ...]:
+def _sorting_network(n: int) -> tuple[tuple[int, int], ...]:
     """The comparators ``(i, j)``, i < j, of Batcher's merge exchange for n
     items (Knuth, TAOCP vol. 3, 5.2.2, Algorithm M): after them in order,
     each putting the smaller of items i and j at i, the n items are
@@ -2199,12 +2199,12 @@ def sorting_network(n: int) -> tuple[tuple[int, int], ...]:
     return tuple(pairs)
 
 
-def sort_points(x: np.ndarray, invalid: np.ndarray | None) -> np.ndarray:
+def _sort_points(x: np.ndarray, invalid: np.ndarray | None) -> np.ndarray:
     """Return the values of each point (column) of x ``(n, c)`` sorted,
     the invalid ones last as NaN (floats) or the type's maximum, as a new
     ``(n, c)`` array: C-ordered from the network, else a transposed view.
 
-    Small integers go through `sorting_network` on whole rows, without
+    Small integers go through `_sorting_network` on whole rows, without
     transposing (each comparator is two numpy calls on contiguous rows);
     the rest are sorted along the contiguous rows of a transposed copy,
     2-3x faster than along the frame axis.
@@ -2217,7 +2217,7 @@ def sort_points(x: np.ndarray, invalid: np.ndarray | None) -> np.ndarray:
         if invalid is not None:
             np.putmask(work[:n], invalid, fill)
         rows, spare = list(range(n)), n  # where item i is: rows[i]
-        for i, j in sorting_network(n):
+        for i, j in _sorting_network(n):
             a, b = rows[i], rows[j]
             np.minimum(work[a], work[b], out=work[spare])
             np.maximum(work[a], work[b], out=work[b])
@@ -2812,7 +2812,7 @@ def _t_quantile(p: float, df: float) -> float:
 
 
 @functools.lru_cache(maxsize=32)
-def gesd_critical(n: int, alpha: float) -> np.ndarray:
+def _gesd_critical(n: int, alpha: float) -> np.ndarray:
     """Return Rosner's critical values lambda by the number of values left
     before a removal (``cnt = k - j + 1``), for cnt = 0..n (inf below 3):
     ``(cnt-1) t / sqrt((cnt-2+t^2) cnt)``, t the Student-t quantile at
@@ -2933,7 +2933,7 @@ NORMALIZATIONS = ('none', 'additive', 'multiplicative', 'additive-scale')
 """Per-frame normalizations (``--normalize``)."""
 
 
-def normalization(
+def _normalization(
     stats: Sequence[FrameStats], mode: str
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Return per-frame ``factor`` and ``offset`` arrays ``(n, channels)``
@@ -2978,7 +2978,7 @@ def _check_normalize(mode: Any) -> None:
         raise ValueError(msg)
 
 
-def noise_weights(stats: Sequence[FrameStats], factor: np.ndarray | None) -> np.ndarray:
+def _noise_weights(stats: Sequence[FrameStats], factor: np.ndarray | None) -> np.ndarray:
     """Return per-frame weights ``1 / sigma**2`` ``(n, channels)``, sigma the
     noise in normalized units.
 
@@ -3272,7 +3272,7 @@ CROP_BYTES = 96
 rows, a float64 copy, the smoothing's and the boxes' temporaries."""
 
 
-def parse_select(text: Any) -> tuple[str, str, float]:
+def _parse_select(text: Any) -> tuple[str, str, float]:
     """``METRIC:KEEP`` of ``--select`` as ``(metric, kind, value)``: kind
     ``'%'`` a share of the frames, ``'n'`` a count, ``'s'`` a distance from
     the median in robust sigmas (1.4826 MAD).
@@ -3301,7 +3301,7 @@ def parse_select(text: Any) -> tuple[str, str, float]:
     raise ValueError(msg)
 
 
-def select_frames(values: np.ndarray, metric: str, kind: str, value: float) -> np.ndarray:
+def _select_frames(values: np.ndarray, metric: str, kind: str, value: float) -> np.ndarray:
     """Which frames one selection keeps (bool), from their values of
     ``metric`` (NaN never kept): the best share or count, or those no
     further than ``value`` robust sigmas from the median on the bad side."""
@@ -3318,7 +3318,7 @@ def select_frames(values: np.ndarray, metric: str, kind: str, value: float) -> n
     return keep
 
 
-def exposure_time(path: str) -> float | None:
+def _exposure_time(path: str) -> float | None:
     """The ExposureTime (EXIF tag 33434, in seconds) of the first page of a
     TIFF file, from its IFD or its EXIF IFD; None without one."""
     with tifffile.TiffFile(path) as tif:
@@ -3337,7 +3337,7 @@ def exposure_time(path: str) -> float | None:
 
 # radon D: one check per way a weights file can be wrong, each with its
 # one-line message.
-def csv_weights(spec: str, names: Sequence[str]) -> np.ndarray:
+def _csv_weights(spec: str, names: Sequence[str]) -> np.ndarray:
     """The weights of ``FILE.csv:COLUMN`` for the frames named ``names``:
     one row per input, matched by its path (the ``path`` or ``file``
     column, else the first), whole or by its base name.
@@ -3396,7 +3396,7 @@ def csv_weights(spec: str, names: Sequence[str]) -> np.ndarray:
     return np.array([found[i][1] for i in range(len(names))])
 
 
-def never_rejects(n: int, sigma_low: float, sigma_high: float, center: str) -> bool:
+def _never_rejects(n: int, sigma_low: float, sigma_high: float, center: str) -> bool:
     """Return whether mean-centred clipping of n values can never reject one.
 
     With ``n`` values, a lone value ``x`` is at most ``sqrt(n-1)`` standard
@@ -3406,7 +3406,7 @@ def never_rejects(n: int, sigma_low: float, sigma_high: float, center: str) -> b
     return center == 'mean' and math.sqrt(max(n - 1, 0)) <= min(sigma_low, sigma_high)
 
 
-def to_dtype(mean: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def _to_dtype(mean: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Return float64 results as ``dtype``: integers rounded to nearest
     (half to even) and clipped to the type's range, never truncated.
 
@@ -3561,7 +3561,7 @@ class Frame:
         return None
 
 
-def expand_inputs(names: Sequence[str]) -> list[str]:
+def _expand_inputs(names: Sequence[str]) -> list[str]:
     """Return the input names with unexpanded wildcards expanded by glob.
 
     Raises
@@ -3657,7 +3657,7 @@ def _identity(info: os.stat_result) -> tuple[int, ...]:
     return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
-def open_input(frame: Frame) -> int:
+def _open_input(frame: Frame) -> int:
     """Open an input for reading; return the descriptor.
 
     Raises
@@ -3768,7 +3768,7 @@ def _frame_of(path: str, tif: tifffile.TiffFile, page: Any, pages: int) -> Frame
 
 
 @dataclasses.dataclass
-class Source:
+class _Source:
     """One input file and the frames it contributes: one per page of a
     plain multi-page file, one per step along the frame axis (T or Z) of an
     ImageJ hyperstack or OME-TIFF, whose channels (C, and the other of T and
@@ -3793,8 +3793,8 @@ PAGE_AXES = 'YXS'
 """Axes inside one page."""
 
 
-def open_source(path: str, axis: str | None = None) -> Source:
-    """Read the headers of every frame of a TIFF file (see `Source`).
+def _open_source(path: str, axis: str | None = None) -> _Source:
+    """Read the headers of every frame of a TIFF file (see `_Source`).
 
     Raises
     ------
@@ -3803,7 +3803,7 @@ def open_source(path: str, axis: str | None = None) -> Source:
         explains, an ``axis`` the file does not have, T and Z both longer
         than 1 without ``axis`` (a usage error: ``usage`` is True).
     """
-    source = Source(path, [])
+    source = _Source(path, [])
 
     def parse(tif: tifffile.TiffFile) -> list[Frame]:
         source.frames = _series_frames(path, tif, axis, source)
@@ -3816,8 +3816,8 @@ def open_source(path: str, axis: str | None = None) -> Source:
 # radon E: the steps from a file's series to its frames (the page axes, the
 # frame axis, the planes kept), each a few lines that read in order.
 def _series_frames(path: str, tif: tifffile.TiffFile, axis: str | None,
-                   source: Source) -> list[Frame]:
-    """The frames of a parsed file (see `open_source`)."""
+                   source: _Source) -> list[Frame]:
+    """The frames of a parsed file (see `_open_source`)."""
     first = tif.pages.first
     count = len(tif.pages)
     if count == 1 or _is_rejection_map(first):  # imgstack's map: its first page
@@ -3871,7 +3871,7 @@ def _series_frames(path: str, tif: tifffile.TiffFile, axis: str | None,
 
 
 def _series_pages(path: str, tif: tifffile.TiffFile,
-                  source: Source) -> tuple[list[Any], str, tuple[int, ...]]:
+                  source: _Source) -> tuple[list[Any], str, tuple[int, ...]]:
     """The pages of a multi-page file's frames, with the series' axes and
     shape: tifffile's first series for ImageJ, OME and its own shaped
     files (``source.kind`` says which), else every page of one shape, as
@@ -4071,7 +4071,7 @@ def _stored_bytes(offsets: np.ndarray, counts: np.ndarray) -> int:
     return int(np.maximum(ends - np.maximum(starts, before), 0).sum())
 
 
-def check_frames(frames: Sequence[Frame], no_alpha: bool) -> None:
+def _check_frames(frames: Sequence[Frame], no_alpha: bool) -> None:
     """Check that all inputs can be stacked together.
 
     Raises
@@ -4103,7 +4103,7 @@ def check_frames(frames: Sequence[Frame], no_alpha: bool) -> None:
                 )
 
 
-def read_rows(frame: Frame, fd: int, plane: int, r0: int, r1: int, out: np.ndarray) -> None:
+def _read_rows(frame: Frame, fd: int, plane: int, r0: int, r1: int, out: np.ndarray) -> None:
     """Read rows ``r0:r1`` of one plane of a frame into ``out``.
 
     ``out`` has shape ``(r1 - r0, width, contig)`` and the native dtype.
@@ -4194,7 +4194,7 @@ def _decoded_segment(
         ) from exc
 
 
-def predecode(
+def _predecode(
     frame: Frame, fd_out: int, stream: bool = False, cancel: threading.Event | None = None,
     directory: str | None = None,
 ) -> Frame:
@@ -4228,7 +4228,7 @@ def predecode(
         fd=fd_out,
         identity=(),
     )
-    fd_in = open_input(frame)
+    fd_in = _open_input(frame)
     try:
         if stream:
             for index in range(frame.segment_count):
@@ -4518,7 +4518,7 @@ def plan_bands(
     - ``n * v``: the validity mask of a valid range or alpha.
 
     And once: `RESERVE_BYTES`, ``WORKERS * chunk_scratch(memory, method)`` of scratch,
-    the inputs' `bookkeeping` (and ``held`` bytes of other frames' headers: the
+    the inputs' `_bookkeeping` (and ``held`` bytes of other frames' headers: the
     other groups of ``--group``), and ``WORKERS`` strips or tiles being decoded (decoded and stored
     bytes).  An input whose strips or tiles are taller than the band is
     decoded once into a temporary file instead (one segment in memory at a
@@ -4540,7 +4540,7 @@ def plan_bands(
         per_row += 2 * n * first.width * s if first.planar else 0
     if rejection_map:
         per_row += 6 * v
-    fixed = (RESERVE_BYTES + WORKERS * chunk_scratch(memory, method) + bookkeeping(frames)
+    fixed = (RESERVE_BYTES + WORKERS * _chunk_scratch(memory, method) + _bookkeeping(frames)
              + held)
     cost = [f.segment_bytes + f.largest for f in frames]
     # decoding beforehand takes a whole strip, or a stream where that does
@@ -4575,11 +4575,11 @@ def plan_bands(
         what = 'one row of every input'
         if fixed + per_row < need and not frames[largest].raw:
             what = (f'decoding one strip or tile of {frames[largest].path} '
-                    f'({format_size(cost[largest])} decoded and stored)')
+                    f'({_format_size(cost[largest])} decoded and stored)')
         raise ImgstackError(
             None,
-            f'a memory budget of {format_size(memory)} is too small for {what}; '
-            f'the smallest that works is {format_size(need)} (-m {-(-need // MIB)}M)',
+            f'a memory budget of {_format_size(memory)} is too small for {what}; '
+            f'the smallest that works is {_format_size(need)} (-m {-(-need // MIB)}M)',
         )
     # align bands with the strips or tiles decoded in band, so that each is
     # decoded once
@@ -4596,7 +4596,7 @@ def plan_bands(
     return Plan(b, strip_rows, predecode, per_row, fixed, transient, need, workers, streamed)
 
 
-def bookkeeping(frames: Sequence[Frame]) -> int:
+def _bookkeeping(frames: Sequence[Frame]) -> int:
     """Bytes that the inputs' headers take while the run lasts: each Frame
     object and the strip tables kept in memory (at most `TABLE_LIMIT`
     entries each; larger tables are read band by band)."""
@@ -4639,7 +4639,7 @@ def parse_size(text: str) -> int:
     return int(value * units[unit])
 
 
-def format_size(size: float) -> str:
+def _format_size(size: float) -> str:
     """Return a byte count for people: ``1.5 GiB``."""
     for unit in ('bytes', 'KiB', 'MiB', 'GiB'):
         if size < 1024 or unit == 'GiB':
@@ -4651,7 +4651,7 @@ def format_size(size: float) -> str:
 # -- writing TIFF ------------------------------------------------------------
 
 
-def parse_codec(text: str) -> tuple[str, int | None]:
+def _parse_codec(text: str) -> tuple[str, int | None]:
     """Return the codec and level of ``-c CODEC[:LEVEL]``.
 
     Raises
@@ -4675,7 +4675,7 @@ def parse_codec(text: str) -> tuple[str, int | None]:
     return name, int(level_text)
 
 
-def strip_encoder(
+def _strip_encoder(
     codec: tuple[str, int | None] | None, dtype: np.dtype
 ) -> tuple[Callable[[np.ndarray], bytes], dict[str, Any]]:
     """Return a function that encodes one strip, and the writer's arguments.
@@ -4718,14 +4718,14 @@ def strip_encoder(
     return encode, {'compression': tag, 'predictor': predictor}
 
 
-def needs_bigtiff(size: int) -> bool:
+def _needs_bigtiff(size: int) -> bool:
     """Return whether a file with ``size`` bytes of image data needs BigTIFF
     (classic TIFF offsets end at 4 GiB; keep room for headers and for
     compressed strips a little larger than their data)."""
     return size + size // 50 + 32 * MIB >= 2**32
 
 
-def writer_args(
+def _writer_args(
     first: Frame, strip_rows: int, extra: dict[str, Any],
     dtype: np.dtype | None = None, description: str | None = None,
 ) -> dict[str, Any]:
@@ -4847,7 +4847,7 @@ class Reporter:
         that is not printable escaped."""
         if self.level >= level:
             self.newline()
-            self._write('\n'.join(printable(line) for line in text.split('\n')) + '\n')
+            self._write('\n'.join(_printable(line) for line in text.split('\n')) + '\n')
 
     def warn(self, text: str) -> None:
         """Print a warning unless quiet."""
@@ -4943,7 +4943,7 @@ class Settings:
     cli: bool = False  # messages name the command's flags (--force), not keywords
     axis: str | None = None  # the axis frames run along (T or Z), None: the file's only one
     group: int | None = None  # frames stacked into each page of the output
-    select: tuple[tuple[str, str, float], ...] = ()  # (metric, kind, value): `parse_select`
+    select: tuple[tuple[str, str, float], ...] = ()  # (metric, kind, value): `_parse_select`
 
     @classmethod
     def from_options(
@@ -4983,7 +4983,7 @@ class Settings:
                     msg = f'{name} must be True or False, not {flag!r}'
                     raise ValueError(msg)
             settings = cls(
-                method, normalize, weights, checked_range(valid_range), dtype,
+                method, normalize, weights, _checked_range(valid_range), dtype,
                 _codec_of(compress), _budget(memory), _whole(rows, 'rows', 1), bool(force),
                 bool(no_alpha), cli=cli, axis=_axis_of(axis), group=_group_of(group),
                 select=chosen,
@@ -5052,7 +5052,7 @@ def _select_of(select: Any) -> tuple[tuple[str, str, float], ...]:
     if select is None:
         return ()
     items = [select] if isinstance(select, str) else list(select)
-    return tuple(parse_select(item) for item in items)
+    return tuple(_parse_select(item) for item in items)
 
 
 def _flag(name: str, cli: bool) -> str:
@@ -5095,11 +5095,11 @@ def _codec_of(compress: Any) -> tuple[str, int | None] | None:
         Not such a codec.
     """
     if compress is None or isinstance(compress, str):
-        return None if compress is None else parse_codec(compress)
+        return None if compress is None else _parse_codec(compress)
     if isinstance(compress, tuple) and len(compress) == 2 and isinstance(compress[0], str) \
             and (compress[1] is None or _is_int(compress[1])):
         try:
-            return parse_codec(compress[0] + ('' if compress[1] is None else f':{compress[1]}'))
+            return _parse_codec(compress[0] + ('' if compress[1] is None else f':{compress[1]}'))
         except ValueError as exc:
             raise ValueError(f'compress: {exc}') from None
     msg = f"compress must be a codec such as 'zstd:9' or ('zstd', 9), not {compress!r}"
@@ -5166,7 +5166,7 @@ def _whole(value: Any, name: str, least: int) -> int:
     return int(value)
 
 
-def checked_range(value: Any) -> tuple[float | None, float | None] | None:
+def _checked_range(value: Any) -> tuple[float | None, float | None] | None:
     """Return a valid range given as ``'LOW:HIGH'``, a pair (either side
     None) or None, as numbers.
 
@@ -5176,16 +5176,16 @@ def checked_range(value: Any) -> tuple[float | None, float | None] | None:
         Not such a range, or LOW > HIGH.
     """
     if value is None or isinstance(value, str):
-        return None if value is None else parse_range(value)
+        return None if value is None else _parse_range(value)
     try:
         lo, hi = value
     except (TypeError, ValueError):
         msg = f"valid_range must be 'LOW:HIGH' or a pair (LOW, HIGH), not {value!r}"
         raise ValueError(msg) from None
-    return parse_range(f'{"" if lo is None else lo}:{"" if hi is None else hi}')
+    return _parse_range(f'{"" if lo is None else lo}:{"" if hi is None else hi}')
 
 
-def parse_range(text: str) -> tuple[float | None, float | None]:
+def _parse_range(text: str) -> tuple[float | None, float | None]:
     """Return ``LOW:HIGH`` as numbers, either side None when left out.
 
     Raises
@@ -5296,7 +5296,7 @@ percentile, minmax, gesd
     elif options:
         msg = f'give settings or options, not both ({", ".join(options)})'
         raise TypeError(msg)
-    paths = check_inputs(inputs)
+    paths = _check_inputs(inputs)
     output = _path_arg(output, 'output')
     extras = _check_targets(output, paths, settings)
     sources, frames = _open_frames(paths, settings)
@@ -5335,9 +5335,9 @@ def _check_targets(output: str, paths: Sequence[str], settings: Settings) -> dic
     """
     extras = {k: v for k in ('rejection_map', 'frame_stats')
               if (v := getattr(settings, k)) is not None}
-    check_output(output, paths, settings.force, settings.cli)
+    _check_output(output, paths, settings.force, settings.cli)
     for name, target in extras.items():
-        check_output(target, paths, settings.force, settings.cli, tiff=name == 'rejection_map')
+        _check_output(target, paths, settings.force, settings.cli, tiff=name == 'rejection_map')
         if _same_file(target, output):
             raise ImgstackError(target, f'the {name.replace("_", " ")} cannot be OUTPUT')
     if len(extras) == 2 and _same_file(extras['rejection_map'], extras['frame_stats']):
@@ -5346,7 +5346,7 @@ def _check_targets(output: str, paths: Sequence[str], settings: Settings) -> dic
     return extras
 
 
-def _open_frames(paths: Sequence[str], settings: Settings) -> tuple[list[Source], list[Frame]]:
+def _open_frames(paths: Sequence[str], settings: Settings) -> tuple[list[_Source], list[Frame]]:
     """Read every input's header; return the sources and all their frames,
     checked to stack together.
 
@@ -5356,12 +5356,12 @@ def _open_frames(paths: Sequence[str], settings: Settings) -> tuple[list[Source]
         An input that cannot be read, fewer than two frames, or frames that
         differ.
     """
-    sources = [open_source(p, settings.axis) for p in paths]
+    sources = [_open_source(p, settings.axis) for p in paths]
     frames = [f for source in sources for f in source.frames]
     if len(frames) < 2:
         raise ImgstackError(paths[0], 'holds a single image: need two or more frames to stack '
                                       '(more files, or a file of several pages)')
-    check_frames(frames, settings.no_alpha)
+    _check_frames(frames, settings.no_alpha)
     for f in frames[1:]:
         f.iccprofile = None  # only the first input's profile is written
     return sources, frames
@@ -5370,7 +5370,7 @@ def _open_frames(paths: Sequence[str], settings: Settings) -> tuple[list[Source]
 def _plan_jobs(
     groups: list[list[Frame]], frames: list[Frame], settings: Settings, extras: dict[str, str],
     report: Reporter, progress: Callable[[int, int], Any] | None,
-) -> tuple[Plan, list[Job]]:
+) -> tuple[Plan, list[_Job]]:
     """The memory plan of the first group and a Job per group (the output's
     pages), each planned in bands of the same height.
 
@@ -5381,7 +5381,7 @@ def _plan_jobs(
     """
     first = frames[0]
     alpha = first.alpha_index(settings.no_alpha)
-    held = bookkeeping(frames) - bookkeeping(groups[0])  # the other groups' headers
+    held = _bookkeeping(frames) - _bookkeeping(groups[0])  # the other groups' headers
 
     def planned(group: list[Frame], rows: int) -> Plan:
         return plan_bands(group, memory=settings.memory, rows=rows, alpha=alpha is not None,
@@ -5390,16 +5390,16 @@ def _plan_jobs(
 
     plan = planned(groups[0], settings.rows)
     out_dtype = np.dtype(np.float32) if settings.dtype == 'float32' else first.dtype
-    advice = poorly_suited(len(groups[0]), settings.method)
+    advice = _poorly_suited(len(groups[0]), settings.method)
     if advice:
         _warn(advice)
     report.say(
         f'{len(frames)} frames of {first.height}x{first.width}x{first.samples} '
-        f'{first.dtype.name}; bands of {plan.rows} rows; budget {format_size(settings.memory)} '
-        f'(needs {format_size(plan.needed)})',
+        f'{first.dtype.name}; bands of {plan.rows} rows; budget {_format_size(settings.memory)} '
+        f'(needs {_format_size(plan.needed)})',
         level=2,
     )
-    jobs = [Job(group, settings, plan, alpha, out_dtype, report, progress) for group in groups]
+    jobs = [_Job(group, settings, plan, alpha, out_dtype, report, progress) for group in groups]
     for g, job in enumerate(jobs[1:], 1):  # as many rows, so as many rows per strip
         job.plan = dataclasses.replace(planned(groups[g], plan.rows), strip_rows=plan.strip_rows)
         if job.plan.rows != plan.rows:  # a shorter group: never so
@@ -5416,7 +5416,7 @@ def _plan_jobs(
 
 
 def _write_outputs(
-    jobs: list[Job], source: Source, output: str, extras: dict[str, str], settings: Settings,
+    jobs: list[_Job], source: _Source, output: str, extras: dict[str, str], settings: Settings,
     stack: contextlib.ExitStack,
 ) -> list[dict[str, Any]]:
     """Stack every job into temporary files (closed with ``stack``), then
@@ -5424,33 +5424,33 @@ def _write_outputs(
     table."""
     first, plan = jobs[0].frames[0], jobs[0].plan
     out_dtype = jobs[0].out_dtype
-    encode, extra = strip_encoder(settings.codec, out_dtype)
-    layout = Layout.of(source, settings, len(jobs), out_dtype)
+    encode, extra = _strip_encoder(settings.codec, out_dtype)
+    layout = _Layout.of(source, settings, len(jobs), out_dtype)
     directory = os.path.dirname(os.path.abspath(output))
     for job in jobs:
         job.directory = directory
     jobs[0].prepare(stack)  # the later groups when their turn comes
-    temps = [temporary_file(os.path.dirname(os.path.abspath(t)), stack, target=t)
+    temps = [_temporary_file(os.path.dirname(os.path.abspath(t)), stack, target=t)
              for t in [output, *extras.values()]]
     names = list(extras)
     rmap = temps[1 + names.index('rejection_map')] if 'rejection_map' in extras else None
-    write_stack(jobs, layout, temps[0], rmap, encode, extra)
+    _write_stack(jobs, layout, temps[0], rmap, encode, extra)
     if rmap is not None and settings.codec is not None:
         index = 1 + names.index('rejection_map')
-        temps[index] = compressed_map(rmap, first, plan.strip_rows, settings.codec, stack)
+        temps[index] = _compressed_map(rmap, first, plan.strip_rows, settings.codec, stack)
     unranged = sum(job.unranged for job in jobs)
     if unranged:
         _warn(f'{unranged:,} points had no valid value; they keep the plain mean of '
               'their values (NaN where every value is NaN)')
     table = [row for job in jobs for row in job.table()]
     if 'frame_stats' in extras:
-        write_frame_stats(temps[1 + names.index('frame_stats')], table)
-    publish(temps, [output, *extras.values()], settings.force, settings.cli)
+        _write_frame_stats(temps[1 + names.index('frame_stats')], table)
+    _publish(temps, [output, *extras.values()], settings.force, settings.cli)
     return table
 
 
 def _groups(
-    frames: list[Frame], settings: Settings, sources: Sequence[Source],
+    frames: list[Frame], settings: Settings, sources: Sequence[_Source],
 ) -> list[list[Frame]]:
     """The frames of each page of the output: all of them, or every
     ``group`` consecutive ones (a last group of one frame left out, a
@@ -5488,7 +5488,7 @@ def _frame_name(frame: Frame) -> str:
 # radon D: the output's layout for each kind of input (plain, ImageJ, OME)
 # in one place, so that the writer has one object to read.
 @dataclasses.dataclass
-class Layout:
+class _Layout:
     """How the output is written: as the first input (a plain TIFF, an
     ImageJ hyperstack or an OME-TIFF), one page (or one plane per kept
     channel) for each group of frames."""
@@ -5500,7 +5500,7 @@ class Layout:
 
     # radon D: one branch per kind of input and per piece of metadata kept.
     @classmethod
-    def of(cls, source: Source, settings: Settings, groups: int, dtype: np.dtype) -> Layout:
+    def of(cls, source: _Source, settings: Settings, groups: int, dtype: np.dtype) -> _Layout:
         """The layout of an output of ``groups`` pages from ``source``'s frames."""
         step = settings.group or 1
         axes, shape = source.kept, source.kept_shape
@@ -5584,7 +5584,7 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
-def check_inputs(inputs: Any) -> list[str]:
+def _check_inputs(inputs: Any) -> list[str]:
     """Return the input paths: wildcards expanded, each file once.
 
     Raises
@@ -5600,7 +5600,7 @@ def check_inputs(inputs: Any) -> list[str]:
     except TypeError as exc:
         msg = f'inputs must be a path or a sequence of paths, not {inputs!r}'
         raise ImgstackError(None, msg) from exc
-    paths = expand_inputs(names)
+    paths = _expand_inputs(names)
     if len(paths) == 1 and os.path.isdir(paths[0]):
         raise _folder_given(paths[0])
     if not paths:  # one file may hold the frames (its pages): `stack_files` counts them
@@ -5621,7 +5621,7 @@ def check_inputs(inputs: Any) -> list[str]:
 
 
 # radon D: one refusal per way an OUTPUT can be wrong, each with its message.
-def check_output(
+def _check_output(
     output: str, inputs: Sequence[str], force: bool, cli: bool = True, tiff: bool = True
 ) -> None:
     """Refuse an output that exists (without force), is an input, looks
@@ -5680,7 +5680,7 @@ def _differs_in_digits(output: str, path: str) -> bool:
     return ea == eb and '#' in pa and pa == pb
 
 
-def poorly_suited(n: int, method: Method) -> str | None:
+def _poorly_suited(n: int, method: Method) -> str | None:
     """Return advice when a rejection cannot work with n frames, or None.
 
     The rows of README's "Which rejection?": 3-6 frames percentile or
@@ -5694,7 +5694,7 @@ def poorly_suited(n: int, method: Method) -> str | None:
     what = {'sigma': 'sigma clipping', 'mad': 'MAD clipping', 'winsorized': 'winsorized clipping',
             'linear': 'linear-fit clipping', 'gesd': 'generalized ESD',
             'minmax': 'min/max clipping', 'percentile': 'percentile clipping'}[r]
-    if r == 'sigma' and m.center == 'mean' and never_rejects(n, m.sigma_low, m.sigma_high, 'mean'):
+    if r == 'sigma' and m.center == 'mean' and _never_rejects(n, m.sigma_low, m.sigma_high, 'mean'):
         return (f'with {n} frames, {what} can never reject a value: '
                 f'try --reject {suggest}, --center median or a smaller --sigma')
     if r == 'gesd' and math.floor(m.gesd[1] * n) < 1:
@@ -5723,7 +5723,7 @@ SAMPLE_BYTES = 32
 the native value, a float64 copy and temporaries."""
 
 
-class Job:
+class _Job:
     """One run of `stack_files` after its checks: the frames' statistics,
     then the stack written band by band."""
 
@@ -5756,7 +5756,7 @@ class Job:
         self.every_metrics: list[FrameMetrics] = []
         self.dropped: dict[int, str] = {}
         # the result's rows of a light sample, for its noise (float32)
-        self.quality_rows = sample_rows(first, 1 << 62, WARNING_VALUES)
+        self.quality_rows = _sample_rows(first, 1 << 62, WARNING_VALUES)
         self.quality = np.full((len(self.quality_rows), first.width, first.samples), np.nan,
                                np.float32)
         self.need_stats = False  # statistics beyond the drift warning's (`prepare`)
@@ -5782,14 +5782,14 @@ class Job:
         first = self.frames[0]
         # normalization and weights use the full sample; the drift warning
         # alone a light one, so that it costs little
-        room = s.memory - RESERVE_BYTES - bookkeeping(self.frames)
-        rows = sample_rows(first, room, SAMPLE_VALUES if needed else WARNING_VALUES)
+        room = s.memory - RESERVE_BYTES - _bookkeeping(self.frames)
+        rows = _sample_rows(first, room, SAMPLE_VALUES if needed else WARNING_VALUES)
         self.report.say(f'frame statistics from {len(rows)} rows of each frame', level=2)
         # two frames at a time when two samples fit (sample_rows' estimate)
         both = len(rows) * SAMPLE_BYTES * first.width * first.samples * WORKERS <= room
         if both and len(self.frames) > 1:
             with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
-                samples = list(pool_map(pool, lambda f: self._frame_sample(f, rows),
+                samples = list(_pool_map(pool, lambda f: self._frame_sample(f, rows),
                                         self.frames))
         else:
             samples = [self._frame_sample(f, rows) for f in self.frames]
@@ -5818,9 +5818,9 @@ class Job:
             for st in data:
                 st.location[self.alpha] = st.scale[self.alpha] = st.noise[self.alpha] = 1.0
         try:
-            factor, offset = normalization(data, s.normalize)
+            factor, offset = _normalization(data, s.normalize)
             if s.weights == 'noise':
-                self.weights = noise_weights(data, factor)
+                self.weights = _noise_weights(data, factor)
             elif given is not None:
                 self.weights = np.repeat(given[:, np.newaxis], first.samples, axis=1)
                 if self.alpha is not None:
@@ -5830,12 +5830,12 @@ class Job:
             raise ImgstackError(self.frames[index].path, str(exc).split(' ', 2)[2]) from exc
         self.factor, self.offset = factor, offset
         if s.normalize == 'none':
-            advice = drift_advice(self.stats, self.alpha, first.dtype)
+            advice = _drift_advice(self.stats, self.alpha, first.dtype)
             if advice:
                 _warn(advice)
         low = None if s.valid_range is None else s.valid_range[0]
         if low is None or low <= 0:
-            advice = border_advice(self.borders)
+            advice = _border_advice(self.borders)
             if advice:
                 _warn(advice)
 
@@ -5853,7 +5853,7 @@ class Job:
             times = []
             for frame in self.frames:
                 try:
-                    t = exposure_time(frame.path)
+                    t = _exposure_time(frame.path)
                 except (OSError, tifffile.TiffFileError) as exc:
                     raise ImgstackError(frame.path, f'cannot read its tags ({exc})') from exc
                 if t is None or not (math.isfinite(t) and t > 0):
@@ -5862,7 +5862,7 @@ class Job:
                 times.append(t)
             return np.array(times)
         if weights not in FRAME_WEIGHTS:
-            return csv_weights(weights, [_frame_name(f) for f in self.frames])
+            return _csv_weights(weights, [_frame_name(f) for f in self.frames])
         return None
 
     def metric_values(self, metric: str, frames: Sequence[int] | None = None) -> np.ndarray:
@@ -5903,7 +5903,7 @@ class Job:
         for metric, kind, value in self.settings.select:
             values = self.metric_values(metric)
             self._unmeasured(values, metric, every, 'select')
-            ok = select_frames(values, metric, kind, value)
+            ok = _select_frames(values, metric, kind, value)
             for i in np.flatnonzero(keep & ~ok):
                 self.dropped[int(i)] = f'{metric} {values[i]:.4g}'
             keep &= ok
@@ -5951,7 +5951,7 @@ class Job:
         del first
         if len(self.frames) > 1:
             with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
-                measured += pool_map(pool, lambda f: frame_metrics(
+                measured += _pool_map(pool, lambda f: frame_metrics(
                     *self.crop(f, side), reference=reference), self.frames[1:])
         return measured
 
@@ -5963,11 +5963,11 @@ class Job:
         first = self.frames[0]
         r0, c0 = (first.height - side) // 2, (first.width - side) // 2
         planes = []
-        fd = open_input(frame)
+        fd = _open_input(frame)
         try:
             for plane in range(first.planes):
                 out = np.empty((side, first.width, first.contig), first.dtype)
-                read_rows(frame, fd, plane, r0, r0 + side, out)
+                _read_rows(frame, fd, plane, r0, r0 + side, out)
                 planes.append(out[:, c0:c0 + side])
                 del out
         except OSError as exc:
@@ -5987,16 +5987,16 @@ class Job:
 
     def _frame_sample(self, frame: Frame, rows: np.ndarray) -> tuple[FrameStats, np.ndarray]:
         """Read the sample rows of one frame; return its statistics and its
-        zero borders (`zero_borders`)."""
+        zero borders (`_zero_borders`)."""
         first = self.frames[0]
         planes = []
-        fd = open_input(frame)
+        fd = _open_input(frame)
         try:
             for plane in range(first.planes):
                 out = np.empty((len(rows), first.width, first.contig), first.dtype)
                 for _j, (r0, r1) in enumerate(_runs(rows)):
                     at = int(np.searchsorted(rows, r0))
-                    read_rows(frame, fd, plane, r0, r1, out[at:at + r1 - r0])
+                    _read_rows(frame, fd, plane, r0, r1, out[at:at + r1 - r0])
                 planes.append(out)
         except OSError as exc:
             raise ImgstackError(frame.path, exc.strerror or str(exc)) from exc
@@ -6006,7 +6006,7 @@ class Job:
         a = None if self.alpha is None else sample[np.newaxis, ..., self.alpha:self.alpha + 1]
         valid = self._valid(sample[np.newaxis], a, self.alpha)
         stats = frame_statistics(sample, None if valid is None else valid[0])
-        return stats, zero_borders(sample, rows, first.height)
+        return stats, _zero_borders(sample, rows, first.height)
 
     def _valid(
         self, values: np.ndarray, a: np.ndarray | None, alpha: int | None,
@@ -6020,7 +6020,7 @@ class Job:
         if a is not None:
             valid = np.broadcast_to(a >= _opaque(self.frames[0].dtype), values.shape)
         vr = self.settings.valid_range
-        inside = valid_mask(values, None, vr) if vr is not None and in_range else None
+        inside = _valid_mask(values, None, vr) if vr is not None and in_range else None
         if inside is not None:
             if alpha is not None:
                 inside[..., alpha] = True
@@ -6101,12 +6101,12 @@ class Job:
     def _strips(
         self, bands: Iterator[tuple[int, int, int, np.ndarray, np.ndarray | None]],
         encode: Callable[[np.ndarray], bytes], workers: concurrent.futures.Executor,
-        rmap: Temporary | None, pages: list[int] | None,
+        rmap: _Temporary | None, pages: list[int] | None,
     ) -> Iterator[bytes]:
         """Reject and combine each band; yield the encoded strips."""
         first, plan, s = self.frames[0], self.plan, self.settings
-        scratch = chunk_scratch(s.memory, s.method)
-        map_ = functools.partial(pool_map, workers)  # the band's chunks, on the threads
+        scratch = _chunk_scratch(s.memory, s.method)
+        map_ = functools.partial(_pool_map, workers)  # the band's chunks, on the threads
         scale = float(np.iinfo(first.dtype).max) if first.dtype.kind in 'iu' else 1.0
         done = 0
         if not self.rows_before:
@@ -6120,7 +6120,7 @@ class Job:
             channels = first.contig
             tables = [None if t is None else (t[:, plane:plane + 1] if first.planar else t)
                       for t in (self.factor, self.offset, self.weights)]
-            core = clip_points(
+            core = _clip_points(
                 values.reshape(n, -1), valid, s.method, factor=tables[0], offset=tables[1],
                 weights=tables[2], channels=channels, frame_counts=self.want_frames,
                 scratch=scratch, map_=map_,
@@ -6140,7 +6140,7 @@ class Job:
             self._keep_quality_rows(result, plane, r0, r1)
             if self.out_dtype != first.dtype and scale != 1.0:  # [0, 1] from integers
                 result = result / scale
-            out = to_dtype(result, self.out_dtype).reshape(r1 - r0, first.width, first.contig)
+            out = _to_dtype(result, self.out_dtype).reshape(r1 - r0, first.width, first.contig)
             del result
             if rmap is not None:
                 assert pages is not None  # opened with rmap (write)
@@ -6162,7 +6162,7 @@ class Job:
             del encoded
 
 
-def write_stack(jobs: Sequence[Job], layout: Layout, temp: Temporary, rmap: Temporary | None,
+def _write_stack(jobs: Sequence[_Job], layout: _Layout, temp: _Temporary, rmap: _Temporary | None,
                 encode: Callable[[np.ndarray], bytes], extra: dict[str, Any]) -> None:
     """Stack each job's frames band by band into one page (or one page per
     kept channel) of the temporary output, in one write of the whole
@@ -6170,7 +6170,7 @@ def write_stack(jobs: Sequence[Job], layout: Layout, temp: Temporary, rmap: Temp
     the jobs after the first are prepared when their turn comes."""
     first, plan = jobs[0].frames[0], jobs[0].plan
     settings, out_dtype = jobs[0].settings, jobs[0].out_dtype
-    args = writer_args(first, plan.strip_rows, extra, out_dtype,
+    args = _writer_args(first, plan.strip_rows, extra, out_dtype,
                        settings.describe(len(jobs[0].frames)))
     size = (len(jobs) * first.height * first.planes * first.width * first.contig
             * out_dtype.itemsize)
@@ -6204,11 +6204,11 @@ def write_stack(jobs: Sequence[Job], layout: Layout, temp: Temporary, rmap: Temp
                 with contextlib.ExitStack() as own:
                     if g:
                         job.prepare(own)
-                    bands = stream_bands(job.frames, job.plan, job.alpha, readers)
+                    bands = _stream_bands(job.frames, job.plan, job.alpha, readers)
                     yield from job._strips(bands, encode, workers, rmap,
                                            None if pages is None else pages[3 * g:3 * g + 3])
 
-        with tifffile.TiffWriter(temp.file, bigtiff=needs_bigtiff(size), **opened) as tw:
+        with tifffile.TiffWriter(temp.file, bigtiff=_needs_bigtiff(size), **opened) as tw:
             tw.write(strips(), **args)
         if first.resolution is None and layout.kind != 'imagej':
             _drop_tags(temp.fd, (282, 283, 296))
@@ -6219,7 +6219,7 @@ def _opaque(dtype: np.dtype) -> float:
     return 1.0 if dtype.kind == 'f' else float(np.iinfo(dtype).max)
 
 
-def sample_rows(frame: Frame, room: int, values: int) -> np.ndarray:
+def _sample_rows(frame: Frame, room: int, values: int) -> np.ndarray:
     """Rows whose values the frame statistics use: runs spread evenly over
     the height, at least ``values`` values per channel (every row of a
     smaller frame), the sample of one frame within ``room`` bytes."""
@@ -6249,7 +6249,7 @@ def _runs(rows: np.ndarray) -> Iterator[tuple[int, int]]:
         yield int(part[0]), int(part[-1]) + 1
 
 
-def zero_borders(sample: np.ndarray, rows: np.ndarray, height: int) -> np.ndarray:
+def _zero_borders(sample: np.ndarray, rows: np.ndarray, height: int) -> np.ndarray:
     """The widths of the runs of zero pixels (every sample 0) along the
     left, right, top and bottom edges of a frame, from its sample rows
     ``(rows, width, samples)``: the median over the rows of the zeros at
@@ -6269,7 +6269,7 @@ def zero_borders(sample: np.ndarray, rows: np.ndarray, height: int) -> np.ndarra
                      int(np.median(right)) if right.size else 0, top, bottom])
 
 
-def border_advice(borders: Sequence[np.ndarray]) -> str | None:
+def _border_advice(borders: Sequence[np.ndarray]) -> str | None:
     """Return the warning of zero borders that differ between frames (what
     registration leaves where a frame was shifted), or None: averaged with
     the other frames they darken the result's edges."""
@@ -6286,7 +6286,7 @@ def border_advice(borders: Sequence[np.ndarray]) -> str | None:
             'the other frames they darken the edges: try --valid-range 1: to leave zeros out')
 
 
-def drift_advice(stats: Sequence[FrameStats], alpha: int | None, dtype: np.dtype) -> str | None:
+def _drift_advice(stats: Sequence[FrameStats], alpha: int | None, dtype: np.dtype) -> str | None:
     """Return the drift warning when the frames' background levels spread
     more than their noise (per channel, alpha excepted), or None.  It
     suggests multiplicative normalization when the frames' spreads follow
@@ -6339,7 +6339,7 @@ def _scales_with_level(loc: np.ndarray, scale: np.ndarray) -> bool:
     return across > 0 and along / across > LEVEL_SLOPE
 
 
-def write_frame_stats(temp: Temporary, table: list[dict[str, Any]]) -> None:
+def _write_frame_stats(temp: _Temporary, table: list[dict[str, Any]]) -> None:
     """Write the per-frame table as CSV through the temporary's descriptor.
 
     Names are written as their bytes (a name that is not UTF-8 stays
@@ -6377,7 +6377,7 @@ def _csv_field(value: Any) -> Any:
 
 
 @dataclasses.dataclass
-class Temporary:
+class _Temporary:
     """A file being written: unnamed until published where the system
     allows it (Linux's ``O_TMPFILE``, linked into place through ``/proc``),
     else a temporary name created once (``O_EXCL|O_NOFOLLOW``); written only
@@ -6398,9 +6398,9 @@ PROC_FD = '/proc/self/fd'
 place through it (``linkat`` with ``AT_SYMLINK_FOLLOW``)."""
 
 
-def temporary_file(
+def _temporary_file(
     directory: str, stack: contextlib.ExitStack, *, keep_name: bool = True, target: str = '',
-) -> Temporary:
+) -> _Temporary:
     """Create a file in directory for writing, gone when stack closes
     (unless published first); Ctrl-C cannot fall between making and
     registering it.
@@ -6417,7 +6417,7 @@ def temporary_file(
         The directory refuses the file.
     """
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | BINARY | getattr(os, 'O_NOFOLLOW', 0)
-    with critical():
+    with _critical():
         fd, path = -1, ''
         if hasattr(os, 'O_TMPFILE') and (not keep_name or _links_unnamed(directory)):
             with contextlib.suppress(OSError):  # not every file system has it
@@ -6440,7 +6440,7 @@ def temporary_file(
         raw.name = path or target or directory  # tifffile asks a file object for its name
         fh = io.BufferedRandom(raw)
         stack.callback(fh.close)
-    return Temporary(path, fd, fh, target or path or directory, directory)
+    return _Temporary(path, fd, fh, target or path or directory, directory)
 
 
 def _links_unnamed(directory: str) -> bool:
@@ -6508,8 +6508,8 @@ def _open_folder(directory: str) -> int | None:
         return None
 
 
-def publish(
-    temps: Sequence[Temporary], targets: Sequence[str], force: bool, cli: bool = True,
+def _publish(
+    temps: Sequence[_Temporary], targets: Sequence[str], force: bool, cli: bool = True,
 ) -> None:
     """Move finished temporary files into place, all or none.
 
@@ -6526,18 +6526,18 @@ def publish(
     ImgstackError
         A target exists (without force) or is no longer replaceable.
     """
-    checkpoint()  # a Ctrl-C held back while the last workers finished
+    _checkpoint()  # a Ctrl-C held back while the last workers finished
     mode = 0o666 & ~_umask()
     for temp, target in zip(temps, targets):
         temp.file.flush()
         if hasattr(os, 'fchmod'):
             os.fchmod(temp.fd, _kept_mode(target, mode) if force else mode)
         os.fsync(temp.fd)
-    with critical():
-        _publish(temps, targets, force, cli)
+    with _critical():
+        _move_into_place(temps, targets, force, cli)
         for signum in SIGNALS:
             handler = signal.getsignal(signum)
-            if isinstance(handler, Interrupts):
+            if isinstance(handler, _Interrupts):
                 handler.done = True  # the outputs are in place: the run is done
 
 
@@ -6556,7 +6556,8 @@ def _umask() -> int:
     return mask
 
 
-def _publish(temps: Sequence[Temporary], targets: Sequence[str], force: bool, cli: bool) -> None:
+def _move_into_place(temps: Sequence[_Temporary], targets: Sequence[str], force: bool,
+                     cli: bool) -> None:
     exists = f'exists: name another OUTPUT, or add {_flag("force", cli)} to replace it'
     if force:
         _replace_all(temps, targets)
@@ -6581,7 +6582,7 @@ def _publish(temps: Sequence[Temporary], targets: Sequence[str], force: bool, cl
         raise
 
 
-def _replace_all(temps: Sequence[Temporary], targets: Sequence[str]) -> None:
+def _replace_all(temps: Sequence[_Temporary], targets: Sequence[str]) -> None:
     """Rename the temporaries over their targets, all or none: each file
     replaced is first kept under a hard link (a temporary name), and put
     back if a later target cannot be replaced.
@@ -6595,7 +6596,7 @@ def _replace_all(temps: Sequence[Temporary], targets: Sequence[str]) -> None:
         if os.path.lexists(target) and not os.path.isfile(target):
             raise ImgstackError(target, 'exists and is not a regular file')
     done: list[tuple[str, str | None]] = []
-    named: list[Temporary] = []
+    named: list[_Temporary] = []
     try:
         for temp, target in zip(temps, targets):
             if not temp.path:  # an unnamed file takes a name only now
@@ -6631,7 +6632,7 @@ def _replace_all(temps: Sequence[Temporary], targets: Sequence[str]) -> None:
                 os.unlink(backup)
 
 
-def _link(temp: Temporary, target: str) -> None:
+def _link(temp: _Temporary, target: str) -> None:
     """Hard-link the open file at target: through /proc on Linux (the file
     itself, named or not, whatever its name now points to), else by name,
     else rename when the file system has no hard links.
@@ -6662,7 +6663,7 @@ def _link(temp: Temporary, target: str) -> None:
             raise ImgstackError(target, f'cannot create it ({again.strerror or again})') from again
 
 
-def _name(temp: Temporary) -> None:
+def _name(temp: _Temporary) -> None:
     """Give an unnamed file a temporary name beside its target, to be
     renamed over it: the one moment a killed run can leave a name.
 
@@ -6725,13 +6726,13 @@ def _predecoded(
                 f'{frame.path}: an LZW strip does not fit the memory budget whole; '
                 f'decoding it slowly in pieces (-m {-(-whole // MIB)}M decodes it fast)'
             )
-    raws = [temporary_file(directory, stack, keep_name=False) for _ in todo]
+    raws = [_temporary_file(directory, stack, keep_name=False) for _ in todo]
     result = list(frames)
     report.start()
     cancel = threading.Event()
     with concurrent.futures.ThreadPoolExecutor(plan.predecode_workers) as pool:
         try:
-            decoded = pool_map(pool, predecode, [frames[i] for i in todo], [r.fd for r in raws],
+            decoded = _pool_map(pool, _predecode, [frames[i] for i in todo], [r.fd for r in raws],
                                [plan.streamed[i] for i in todo], [cancel] * len(todo),
                                [directory] * len(todo))
             for done, (i, raw) in enumerate(zip(todo, decoded), 1):
@@ -6745,7 +6746,7 @@ def _predecoded(
     return result
 
 
-def stream_bands(
+def _stream_bands(
     frames: Sequence[Frame], plan: Plan, alpha: int | None,
     pool: concurrent.futures.Executor,
 ) -> Iterator[tuple[int, int, int, np.ndarray, np.ndarray | None]]:
@@ -6772,20 +6773,20 @@ def stream_bands(
     def read(indices: list[int], plane: int, r0: int, r1: int, out: np.ndarray,
              aout: np.ndarray | None) -> None:
         frame = frames[indices[0]]
-        fd = open_input(frame)
+        fd = _open_input(frame)
         try:
             for i in indices:
                 frame = frames[i]
-                read_rows(frame, fd, plane, r0, r1, out[i])
+                _read_rows(frame, fd, plane, r0, r1, out[i])
                 if aout is not None and plane != alpha:
                     assert alpha is not None  # aout only with a planar alpha
-                    read_rows(frame, fd, alpha, r0, r1, aout[i])
+                    _read_rows(frame, fd, alpha, r0, r1, aout[i])
         except OSError as exc:
             raise ImgstackError(frame.path, exc.strerror or str(exc)) from exc
         finally:
             os.close(fd)
 
-    tasks = read_tasks(frames)
+    tasks = _read_tasks(frames)
 
     def submit(k: int) -> list[concurrent.futures.Future[None]]:
         plane, r0, r1 = bands[k]
@@ -6797,7 +6798,7 @@ def stream_bands(
     pending = submit(0)
     for k, (plane, r0, r1) in enumerate(bands):
         for future in pending:
-            wait_for(future)
+            _wait_for(future)
         pending = submit(k + 1) if k + 1 < len(bands) else []
         values = shaped(buffers[k % 2], r0, r1, first.contig)
         if planar_alpha:
@@ -6813,7 +6814,7 @@ def stream_bands(
         future.cancel()
 
 
-def read_tasks(frames: Sequence[Frame]) -> list[list[int]]:
+def _read_tasks(frames: Sequence[Frame]) -> list[list[int]]:
     """The frames that one reading task reads with one open file: the
     pages of one file (consecutive frames), split among the `WORKERS`
     threads; a frame of its own where each file holds one."""
@@ -6840,15 +6841,15 @@ MAP_PAGES = ('rejected', 'rejected low', 'rejected high')
 the ones below and above the kept values."""
 
 
-def _open_rejection_map(temp: Temporary, first: Frame, groups: int = 1) -> list[int]:
+def _open_rejection_map(temp: _Temporary, first: Frame, groups: int = 1) -> list[int]:
     """Write the header of an empty uint16 rejection map of three pages per
     group; return the offsets of the pages' (contiguous) data."""
     size = 2 * first.height * first.width
     offsets = []
-    with tifffile.TiffWriter(temp.file, bigtiff=needs_bigtiff(3 * groups * size)) as tw:
+    with tifffile.TiffWriter(temp.file, bigtiff=_needs_bigtiff(3 * groups * size)) as tw:
         for _ in range(groups):
             for name in MAP_PAGES:
-                written = tw.write(None, returnoffset=True, **map_args(first, name))
+                written = tw.write(None, returnoffset=True, **_map_args(first, name))
                 assert written is not None  # returnoffset: (offset, bytes), None without it
                 offset, _ = written
                 offsets.append(offset)
@@ -6856,7 +6857,7 @@ def _open_rejection_map(temp: Temporary, first: Frame, groups: int = 1) -> list[
 
 
 def _write_map_band(
-    temp: Temporary, pages: list[int], first: Frame, plane: int, r0: int, r1: int,
+    temp: _Temporary, pages: list[int], first: Frame, plane: int, r0: int, r1: int,
     counts: Sequence[np.ndarray],
 ) -> None:
     """Add one band's counts, summed over each pixel's samples, to the map.
@@ -6882,10 +6883,10 @@ def _write_map_band(
         raise ImgstackError(temp.target, cause) from exc
 
 
-def compressed_map(
-    temp: Temporary, first: Frame, strip_rows: int, codec: tuple[str, int | None],
+def _compressed_map(
+    temp: _Temporary, first: Frame, strip_rows: int, codec: tuple[str, int | None],
     stack: contextlib.ExitStack,
-) -> Temporary:
+) -> _Temporary:
     """Copy the uncompressed rejection map into a compressed temporary file
     beside it, strip by strip; return the copy.
 
@@ -6893,12 +6894,12 @@ def compressed_map(
     place with ``pwrite``) and compressed afterwards: it is 2 bytes per
     pixel and page, and mostly zeros.
     """
-    encode, extra = strip_encoder(codec, np.dtype(np.uint16))
+    encode, extra = _strip_encoder(codec, np.dtype(np.uint16))
     temp.file.flush()
     temp.file.seek(0)  # tifffile reads an open file from where it stands
     with tifffile.TiffFile(temp.file, name=temp.target) as tif:
         offsets = [int(p.dataoffsets[0]) for p in tif.pages]
-    target = temporary_file(temp.directory, stack, target=temp.target)
+    target = _temporary_file(temp.directory, stack, target=temp.target)
     row_bytes = first.width * 2
 
     def strips(offset: int) -> Iterator[bytes]:
@@ -6908,15 +6909,15 @@ def compressed_map(
             _pread_into(temp.fd, strip, offset + r0 * row_bytes)
             yield encode(strip)
 
-    bigtiff = needs_bigtiff(len(offsets) * 2 * first.height * first.width)
+    bigtiff = _needs_bigtiff(len(offsets) * 2 * first.height * first.width)
     with tifffile.TiffWriter(target.file, bigtiff=bigtiff) as tw:
         for offset, name in zip(offsets, MAP_PAGES * (len(offsets) // len(MAP_PAGES))):
             tw.write(strips(offset), rowsperstrip=strip_rows, maxworkers=1,
-                     **map_args(first, name), **extra)
+                     **_map_args(first, name), **extra)
     return target
 
 
-def map_args(first: Frame, name: str) -> dict[str, Any]:
+def _map_args(first: Frame, name: str) -> dict[str, Any]:
     """Return the arguments of ``TiffWriter.write`` for one page of the
     rejection map: one uint16 count per pixel, grayscale."""
     return {
@@ -7021,7 +7022,7 @@ def make_frames(
         yield image[..., 0] if channels == 1 else image
 
 
-def run_demo(directory: str, reporter: Reporter, force: bool = False) -> int:
+def _run_demo(directory: str, reporter: Reporter, force: bool = False) -> int:
     """Write sample frames of a drifting night into directory, stack them
     with and without normalization, and explain the result.
 
@@ -7083,7 +7084,7 @@ def run_demo(directory: str, reporter: Reporter, force: bool = False) -> int:
         f'the count of rejected values per pixel is in {rmap}'
     )
     counts = tifffile.imread(rmap, key=0).astype(np.float64)
-    picture = write_comparison(
+    picture = _write_comparison(
         os.path.join(directory, 'compare.png'), [stack[trail], plain, result, counts]
     )
     reporter.say(f'side by side (frame, plain average, stacked, rejections): {picture}')
@@ -7094,7 +7095,7 @@ DEMO_DRIFT = 0.1
 """Sky drift of the demo's frames (see `make_frames`)."""
 
 
-def write_comparison(path: str, images: Sequence[np.ndarray]) -> str:
+def _write_comparison(path: str, images: Sequence[np.ndarray]) -> str:
     """Write grayscale images side by side as a PNG, each stretched so that
     faint sky shows (percentiles 1 to 99.5, then a square-root curve), with
     imagecodecs' PNG encoder."""
@@ -7179,15 +7180,15 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
-def program_name() -> str:
+def _program_name() -> str:
     """The program's name as it was invoked: imgstack or imgstack.py."""
     name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ''
     return name if name in ('imgstack', 'imgstack.py') else 'imgstack'
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _build_parser() -> argparse.ArgumentParser:
     """Return the parser of the command line."""
-    prog = program_name()
+    prog = _program_name()
     parser = _Parser(
         prog=prog,
         description='Stack aligned TIFF frames into their sigma-clipped (or otherwise '
@@ -7241,7 +7242,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help='keep the best frames by noise, fwhm, transparency, stars, snr or '
                             'roundness: a share (80%%), a count (20) or within N robust sigmas '
                             'of the median (2.5s); repeatable')
-    night.add_argument('--valid-range', type=_argtype(parse_range), metavar='LOW:HIGH',
+    night.add_argument('--valid-range', type=_argtype(_parse_range), metavar='LOW:HIGH',
                        help='values outside are not valid, e.g. 1: or :65000')
     night.add_argument('--no-alpha', action='store_true',
                        help='treat a 4th channel as data, not transparency')
@@ -7258,7 +7259,7 @@ def build_parser() -> argparse.ArgumentParser:
     mem.add_argument('-r', '--rows', type=_count(1), default=100, metavar='N',
                      help='rows stacked at once, lowered to fit (default %(default)s)')
     out = parser.add_argument_group('output')
-    out.add_argument('-c', '--compress', type=_argtype(parse_codec), metavar='CODEC[:LEVEL]',
+    out.add_argument('-c', '--compress', type=_argtype(_parse_codec), metavar='CODEC[:LEVEL]',
                      help='zlib, lzw, zstd, lzma or packbits, e.g. zstd:9 (default none)')
     out.add_argument('--dtype', choices=('input', 'float32'), default='input',
                      help='output type; float32 from integers is scaled to [0, 1] '
@@ -7285,7 +7286,7 @@ def _weights_arg(text: str) -> str:
 
 
 def _select_arg(text: str) -> str:
-    parse_select(text)
+    _parse_select(text)
     return text
 
 
@@ -7308,12 +7309,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for the run are put back, and the process-wide settings of the command
     (thread switch interval, allocator) are made by `_cli` alone.
     """
-    parser = build_parser()
+    parser = _build_parser()
     args = parser.parse_intermixed_args(argv)  # options anywhere, as most tools take them
     _check_usage(parser, args)
     reporter = Reporter(0 if args.quiet else 2 if args.verbose else 1)
     installed = signal.getsignal(signal.SIGINT)
-    handler = installed if isinstance(installed, Interrupts) else Interrupts()
+    handler = installed if isinstance(installed, _Interrupts) else _Interrupts()
     handler.done, handler.pending = False, None  # a new run
     previous = {}
     if handler is not installed and threading.current_thread() is threading.main_thread():
@@ -7324,12 +7325,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.simplefilter('always', ImgstackWarning)
             warnings.showwarning = lambda message, *a, **k: reporter.warn(str(message))
             if args.demo is not None:
-                return run_demo(args.demo, reporter, force=args.force)
+                return _run_demo(args.demo, reporter, force=args.force)
             options = {k: v for k, v in vars(args).items() if k in OPTIONS and v is not None}
             stats = stack_files(args.inputs, args.output, reporter=reporter,
                                 settings=Settings.from_options(cli=True, **options))
         if stats.frame_table and reporter.level >= 2:
-            reporter.say(format_frame_table(stats.frame_table), level=2)
+            reporter.say(_format_frame_table(stats.frame_table), level=2)
         reporter.summary(stats)
         return 0
     except ImgstackError as exc:
@@ -7401,15 +7402,15 @@ def _cli(argv: Sequence[str] | None = None) -> int:
     file of the run can take its number), one handler of `SIGNALS` for the
     whole process (once the outputs are published, a late signal changes
     nothing), the thread switch interval (`SWITCH_SECONDS`) and the
-    allocator for the budget (`tune_allocator`).
+    allocator for the budget (`_tune_allocator`).
     """
     _standard_streams()
-    handler = Interrupts()
+    handler = _Interrupts()
     for signum in SIGNALS:
         signal.signal(signum, handler)
     try:
         sys.setswitchinterval(SWITCH_SECONDS)
-        tune_allocator(_budget_of(argv))
+        _tune_allocator(_budget_of(argv))
         status = main(argv)
     except KeyboardInterrupt as exc:  # before main() caught it
         status = 0
@@ -7452,11 +7453,11 @@ def _budget_of(argv: Sequence[str] | None) -> int:
     quiet = io.StringIO()
     with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet), \
             contextlib.suppress(SystemExit):
-        return int(build_parser().parse_intermixed_args(argv).memory)
+        return int(_build_parser().parse_intermixed_args(argv).memory)
     return DEFAULT_MEMORY
 
 
-def tune_allocator(memory: int) -> bool:
+def _tune_allocator(memory: int) -> bool:
     """Set glibc's malloc for a run under the memory budget; return
     whether it did.
 
@@ -7490,7 +7491,7 @@ def _fail(reporter: Reporter, text: str, prefix: str = 'imgstack: error: ') -> i
     return 1
 
 
-def format_frame_table(table: list[dict[str, Any]]) -> str:
+def _format_frame_table(table: list[dict[str, Any]]) -> str:
     """The per-frame table as text (``-v``): one line per frame."""
     lines = []
     for row in table:

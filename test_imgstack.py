@@ -165,7 +165,7 @@ def test_uint16_mean_rounds_to_nearest(tmp_path):
     out = str(tmp_path / 'out.tif')
     assert imgstack.main(['-q', '-i', '0', out, *paths]) == 0
     assert (tifffile.imread(out) == 10).all()
-    rounded = imgstack.to_dtype(np.array([9.6, 9.4, -3.0, 70000.0]), np.dtype('uint16'))
+    rounded = imgstack._to_dtype(np.array([9.6, 9.4, -3.0, 70000.0]), np.dtype('uint16'))
     assert rounded.tolist() == [10, 9, 0, 65535]
 
 
@@ -184,7 +184,7 @@ def test_many_iterations_equal_early_stop():
     assert ra == rb
     # and the passes stopped early: far fewer than 100 were needed
     method = imgstack.Method(sigma_low=1.5, sigma_high=1.5, iterations=100)
-    passes = imgstack.clip_points(stack.reshape(20, -1), None, method).passes
+    passes = imgstack._clip_points(stack.reshape(20, -1), None, method).passes
     assert 1 < passes < 100
 
 
@@ -258,9 +258,9 @@ def test_settings_are_checked():
 
 
 def test_never_rejects():
-    assert imgstack.never_rejects(7, 2.5, 2.5, 'mean')
-    assert not imgstack.never_rejects(8, 2.5, 2.5, 'mean')
-    assert not imgstack.never_rejects(3, 2.5, 2.5, 'median')
+    assert imgstack._never_rejects(7, 2.5, 2.5, 'mean')
+    assert not imgstack._never_rejects(8, 2.5, 2.5, 'mean')
+    assert not imgstack._never_rejects(3, 2.5, 2.5, 'median')
     # and it is true: 7 values with one lone outlier keep it
     stack = np.array([0.0] * 6 + [1e6])[:, None]
     assert sigma_clipped_mean(stack, sigma=2.5, iterations=5)[1] == 0
@@ -293,7 +293,7 @@ def test_streamed_equals_in_memory(tmp_path, rows, dtype, shape, kwargs):
     want, rejected = sigma_clipped_mean(stack, sigma=2.0, iterations=3)
     got = tifffile.imread(out)
     assert got.dtype == np.dtype(dtype)
-    np.testing.assert_array_equal(got, imgstack.to_dtype(want, np.dtype(dtype)))
+    np.testing.assert_array_equal(got, imgstack._to_dtype(want, np.dtype(dtype)))
     assert stats.rejected == rejected
     assert 1 <= stats.band_rows <= rows
 
@@ -307,7 +307,7 @@ def test_one_row_images(tmp_path):
     assert imgstack.main(['-q', out, *paths]) == 0
     want, _ = sigma_clipped_mean(stack)
     np.testing.assert_array_equal(tifffile.imread(out).reshape(1, 50),
-                                  imgstack.to_dtype(want, np.dtype('uint16')))
+                                  imgstack._to_dtype(want, np.dtype('uint16')))
 
 
 def test_one_column_rgb(tmp_path):
@@ -317,7 +317,7 @@ def test_one_column_rgb(tmp_path):
     assert imgstack.main(['-q', '-r', '2', out, *paths]) == 0
     want, _ = sigma_clipped_mean(stack)
     np.testing.assert_array_equal(tifffile.imread(out).reshape(9, 1, 3),
-                                  imgstack.to_dtype(want, np.dtype('uint8')))
+                                  imgstack._to_dtype(want, np.dtype('uint8')))
 
 
 # -- the command line ---------------------------------------------------------
@@ -336,7 +336,7 @@ def test_cli_end_to_end_and_library_agree(tmp_path, capsys):
     assert Path(cli_out).read_bytes() == Path(lib_out).read_bytes()
     assert stats.frames == 10 and stats.values == stack.size and stats.rejected > 0
     want, rejected = sigma_clipped_mean(stack, sigma=2.5, iterations=3)
-    np.testing.assert_array_equal(tifffile.imread(cli_out), imgstack.to_dtype(want, stack.dtype))
+    np.testing.assert_array_equal(tifffile.imread(cli_out), imgstack._to_dtype(want, stack.dtype))
     assert stats.rejected == rejected
     assert f'{rejected} values rejected' in err
 
@@ -372,7 +372,7 @@ def test_default_iterations_is_five(tmp_path, capsys):
     out = tmp_path / 'out.tif'
     result = run_main(capsys, '-q', out, *paths)
     assert result.status == 0, result.err
-    np.testing.assert_array_equal(tifffile.imread(out), imgstack.to_dtype(five, stack.dtype))
+    np.testing.assert_array_equal(tifffile.imread(out), imgstack._to_dtype(five, stack.dtype))
     capsys.readouterr()
     with pytest.raises(SystemExit):
         imgstack.main(['-h'])
@@ -439,7 +439,7 @@ def test_plan_bands_accounts_every_byte(tmp_path):
 def test_a_run_plans_and_clips_with_its_method_scratch(tmp_path, monkeypatch, reject, scratch):
     paths = write_frames(tmp_path, random_stack('uint16', (20, 30), n=5))
     seen = {'plan': [], 'clip': []}
-    plan, clip = imgstack.plan_bands, imgstack.clip_points
+    plan, clip = imgstack.plan_bands, imgstack._clip_points
 
     def spy_plan(*args, **kwargs):
         result = plan(*args, **kwargs)
@@ -451,7 +451,7 @@ def test_a_run_plans_and_clips_with_its_method_scratch(tmp_path, monkeypatch, re
         return clip(*args, **kwargs)
 
     monkeypatch.setattr(imgstack, 'plan_bands', spy_plan)
-    monkeypatch.setattr(imgstack, 'clip_points', spy_clip)
+    monkeypatch.setattr(imgstack, '_clip_points', spy_clip)
     out = str(tmp_path / 'out.tif')
     assert imgstack.main(['-q', '-m', '256M', '--reject', reject, out, *paths]) == 0
     assert seen['clip'] and set(seen['clip']) == {scratch * imgstack.MIB}
@@ -491,9 +491,9 @@ def test_chunks_of_any_width_give_the_same_bits(center, seed):
     x[rng.random(x.shape) < 0.03] = np.nan
     method = imgstack.Method(iterations=int(rng.integers(1, 5)), center=center,
                              sigma_low=rng.uniform(0.8, 4), sigma_high=rng.uniform(0.8, 4))
-    whole = imgstack.clip_points(x, None, method).result
+    whole = imgstack._clip_points(x, None, method).result
     for width in (1, 2, 5, 16):
-        parts = [imgstack.clip_points(x[:, a:a + width], None, method).result
+        parts = [imgstack._clip_points(x[:, a:a + width], None, method).result
                  for a in range(0, x.shape[1], width)]
         np.testing.assert_array_equal(np.concatenate(parts), whole)
 
@@ -534,7 +534,7 @@ def test_property_streamed_equals_in_memory_and_reference(
     want, rejected = sigma_clipped_mean(stack, sigma_low=low, sigma_high=high,
                                         iterations=iterations, center=center)
     got = tifffile.imread(out).reshape(stack.shape[1:])
-    np.testing.assert_array_equal(got, imgstack.to_dtype(want, stack.dtype))
+    np.testing.assert_array_equal(got, imgstack._to_dtype(want, stack.dtype))
     assert stats.rejected == rejected
     ref, ref_rejected = reference(stack, True, low, high, iterations, center)
     np.testing.assert_allclose(want, ref, rtol=1e-12, atol=1e-9)
@@ -553,8 +553,8 @@ def test_fast_path_equals_window_core(dtype, center, with_valid):
     if with_valid:
         valid = np.random.default_rng(2).random(values.shape) > 0.1
     method = imgstack.Method(sigma_low=2.0, sigma_high=2.3, iterations=4, center=center)
-    fast = imgstack.clip_points(values, valid, method)
-    core = imgstack.clip_points(values, valid, method, want_mask=True)  # no fast path
+    fast = imgstack._clip_points(values, valid, method)
+    core = imgstack._clip_points(values, valid, method, want_mask=True)  # no fast path
     np.testing.assert_array_equal(fast.rejected, core.rejected)
     np.testing.assert_array_equal(fast.low, core.low)
     np.testing.assert_allclose(fast.result, core.result, rtol=1e-12, atol=1e-9)
@@ -565,7 +565,7 @@ def test_fast_path_equals_window_core(dtype, center, with_valid):
 def test_rounding_ignores_the_last_bits_of_a_half():
     # 2063 / 2 summed in another order is 1031.4999999999998: still a half,
     # rounded to even like 1031.5; a real fraction is rounded as it is
-    got = imgstack.to_dtype(np.array([1031.4999999999998, 1031.5, 1030.5000000000002, 7.4999]),
+    got = imgstack._to_dtype(np.array([1031.4999999999998, 1031.5, 1030.5000000000002, 7.4999]),
                             np.dtype('uint16'))
     assert got.tolist() == [1032, 1032, 1030, 7]
 
@@ -581,30 +581,30 @@ def test_fast_path_weighted_equals_window_core(dtype, with_valid):
         valid = np.random.default_rng(4).random(values.shape) > 0.15
     weights = np.random.default_rng(5).uniform(0.2, 4.0, (12, 1))
     method = imgstack.Method(sigma_low=1.8, sigma_high=2.2, iterations=4)
-    fast = imgstack.clip_points(values, valid, method, weights=weights)
-    core = imgstack.clip_points(values, valid, method, weights=weights, want_mask=True)
+    fast = imgstack._clip_points(values, valid, method, weights=weights)
+    core = imgstack._clip_points(values, valid, method, weights=weights, want_mask=True)
     np.testing.assert_array_equal(fast.rejected, core.rejected)
     np.testing.assert_allclose(fast.result, core.result, rtol=1e-12, atol=1e-9)
-    plain = imgstack.clip_points(values, valid, method)
+    plain = imgstack._clip_points(values, valid, method)
     assert not np.allclose(fast.result, plain.result)  # the weights count
 
 
 def test_scratch_grows_with_the_budget_within_bounds(tmp_path):
     mib = imgstack.MIB
-    assert imgstack.chunk_scratch(48 * mib) == imgstack.CHUNK_BYTES
-    assert imgstack.chunk_scratch(256 * mib) == 32 * mib
-    assert imgstack.chunk_scratch(8 << 30) == 4 * imgstack.CHUNK_BYTES
+    assert imgstack._chunk_scratch(48 * mib) == imgstack.CHUNK_BYTES
+    assert imgstack._chunk_scratch(256 * mib) == 32 * mib
+    assert imgstack._chunk_scratch(8 << 30) == 4 * imgstack.CHUNK_BYTES
     frames = [imgstack.open_frame(p)
               for p in write_frames(tmp_path, random_stack('uint16', (20, 30), n=3))]
     small, large = (imgstack.plan_bands(frames, memory=m, rows=10) for m in (64 * mib, 1 << 30))
     assert large.fixed - small.fixed == 2 * (64 - 16) * mib  # two threads' scratch
     # winsorized takes a 4th of the budget per thread, up to 128 MiB
     winsorized = imgstack.Method(reject='winsorized')
-    assert imgstack.chunk_scratch(256 * mib, winsorized) == 64 * mib
-    assert imgstack.chunk_scratch(32 * mib, winsorized) == imgstack.CHUNK_BYTES
-    assert imgstack.chunk_scratch(1 << 30, winsorized) == 128 * mib
-    assert imgstack.chunk_scratch(8 << 30, winsorized) == 128 * mib
-    assert imgstack.chunk_scratch(256 * mib, imgstack.Method(reject='mad')) == 32 * mib
+    assert imgstack._chunk_scratch(256 * mib, winsorized) == 64 * mib
+    assert imgstack._chunk_scratch(32 * mib, winsorized) == imgstack.CHUNK_BYTES
+    assert imgstack._chunk_scratch(1 << 30, winsorized) == 128 * mib
+    assert imgstack._chunk_scratch(8 << 30, winsorized) == 128 * mib
+    assert imgstack._chunk_scratch(256 * mib, imgstack.Method(reject='mad')) == 32 * mib
     plain, wide = (imgstack.plan_bands(frames, memory=256 * mib, rows=10, method=m)
                    for m in (None, winsorized))
     assert wide.fixed - plain.fixed == 2 * (64 - 32) * mib

@@ -19,11 +19,11 @@ this process, ``--repeat`` times round-robin:
 shared steps (one thread)
     What every method of a kind does to a band before it rejects anything:
     the floor's own sum (float64), additive-scale normalization into
-    float64, and the per-point sort (``imgstack.sort_points``) of the 16-bit
+    float64, and the per-point sort (``imgstack._sort_points``) of the 16-bit
     values and of the normalized ones, in chunks of the window core's size
     for 16-bit values.
 the cases
-    ``imgstack.clip_points`` on the band, with the options of
+    ``imgstack._clip_points`` on the band, with the options of
     ``bench_imgstack.NIGHT_CASES`` (the same names), on one thread and on
     the command's `imgstack.WORKERS` threads, with the command's chunk
     scratch for ``--memory``, its thread switch interval and its allocator
@@ -73,10 +73,10 @@ default clip with a mask or another output type)."""
 
 
 def case_arguments(options: Sequence[str]) -> tuple[imgstack.Method, str, str]:
-    """``clip_points``' method, normalization and weights of a night case's
+    """``_clip_points``' method, normalization and weights of a night case's
     options, read by the command's own parser; what they leave out keeps
     `imgstack.Method`'s defaults (the command's)."""
-    args = imgstack.build_parser().parse_args([*options, 'out.tif', 'in.tif'])
+    args = imgstack._build_parser().parse_args([*options, 'out.tif', 'in.tif'])
     given = {name: getattr(args, name) for name in ('reject', 'combine', 'iterations', 'center',
                                                     'percentile', 'minmax', 'gesd')}
     for name in ('sigma_low', 'sigma_high'):
@@ -125,18 +125,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     budget = imgstack.parse_size(args.memory)
     # as the command runs: its switch interval and allocator settings
     sys.setswitchinterval(imgstack.SWITCH_SECONDS)
-    imgstack.tune_allocator(budget)
+    imgstack._tune_allocator(budget)
 
     values, channels, height = read_band(paths, args.rows)
     n = values.shape[0]
     stats = [imgstack.frame_statistics(values[i].reshape(args.rows, -1, channels))
              for i in range(n)]
-    factor, offset = imgstack.normalization(stats, 'additive-scale')
+    factor, offset = imgstack._normalization(stats, 'additive-scale')
     # per point: point j holds channel j % channels
     table_f = np.tile(factor, values.shape[1] // channels)
     table_o = np.tile(offset, values.shape[1] // channels)
-    chunk = imgstack.chunk_points(n, channels, None, 'mean', True,
-                                  imgstack.chunk_scratch(budget), True)
+    chunk = imgstack._chunk_points(n, channels, None, 'mean', True,
+                                  imgstack._chunk_scratch(budget), True)
 
     def chunked(step: Callable[[slice], object]) -> Callable[[], None]:
         def run() -> None:
@@ -152,8 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps: dict[str, Callable[[], object]] = {
         'sum (the floor)': chunked(lambda s: values[:, s].sum(axis=0, dtype=np.float64)),
         'normalization': chunked(normalized),
-        'sort, 16-bit': chunked(lambda s: imgstack.sort_points(values[:, s], None)),
-        'sort, normalized': chunked(lambda s: imgstack.sort_points(normalized(s), None)),
+        'sort, 16-bit': chunked(lambda s: imgstack._sort_points(values[:, s], None)),
+        'sort, normalized': chunked(lambda s: imgstack._sort_points(normalized(s), None)),
     }
     pool = concurrent.futures.ThreadPoolExecutor(imgstack.WORKERS)
     runs: dict[tuple[str, int], Callable[[], object]] = {}
@@ -161,13 +161,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         method, normalize, weights = case_arguments(bench.NIGHT_CASES[name])
         kw: dict[str, object] = {}
         if normalize != 'none':
-            kw['factor'], kw['offset'] = imgstack.normalization(stats, normalize)
+            kw['factor'], kw['offset'] = imgstack._normalization(stats, normalize)
         if weights != 'none':
-            kw['weights'] = imgstack.noise_weights(stats, kw.get('factor'))
-        scratch = imgstack.chunk_scratch(budget, method)
+            kw['weights'] = imgstack._noise_weights(stats, kw.get('factor'))
+        scratch = imgstack._chunk_scratch(budget, method)
         for threads, map_ in ((1, map), (imgstack.WORKERS, pool.map)):
             runs[name, threads] = (lambda method=method, kw=kw, scratch=scratch, map_=map_:
-                                   imgstack.clip_points(values, None, method, channels=channels,
+                                   imgstack._clip_points(values, None, method, channels=channels,
                                                         scratch=scratch, map_=map_, **kw))
 
     times: dict[object, list[float]] = {}

@@ -592,7 +592,7 @@ class Run:
 
     def kwargs(self) -> dict:
         """`imgstack.stack_array`'s arguments, read by the command's parser."""
-        args = imgstack.build_parser().parse_args([*self.options, 'out.tif', 'in.tif'])
+        args = imgstack._build_parser().parse_args([*self.options, 'out.tif', 'in.tif'])
         kw = {name: getattr(args, name) for name in (
             'reject', 'combine', 'sigma', 'sigma_low', 'sigma_high', 'iterations', 'center',
             'percentile', 'minmax', 'gesd', 'normalize', 'weights', 'valid_range')}

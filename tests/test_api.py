@@ -22,6 +22,15 @@ def test_all_is_sorted_and_defined():
     assert not [name for name in imgstack.__all__ if name.startswith('_')]
 
 
+def test_every_other_function_and_class_is_internal():
+    """What is not exported carries a leading underscore: a reader of the
+    module tells the API from its helpers by the name alone."""
+    public = {name for name, obj in vars(imgstack).items()
+              if not name.startswith('_') and (inspect.isfunction(obj) or inspect.isclass(obj))
+              and getattr(obj, '__module__', None) == 'imgstack'}
+    assert public == set(imgstack.__all__)
+
+
 def _own_classes(annotation):
     """imgstack's classes named in a resolved annotation."""
     found = set()
@@ -56,7 +65,7 @@ def test_main_leaves_the_process_as_it_found_it(tmp_path, monkeypatch):
         paths.append(str(tmp_path / f'in{i}.tif'))
         tifffile.imwrite(paths[-1], np.full((4, 5), i, np.uint16), metadata=None)
     tuned = []
-    monkeypatch.setattr(imgstack, 'tune_allocator', tuned.append)
+    monkeypatch.setattr(imgstack, '_tune_allocator', tuned.append)
     logger = logging.getLogger('tifffile')
     before = (sys.getswitchinterval(), logger.level,
               {s: signal.getsignal(s) for s in imgstack.SIGNALS})

@@ -166,11 +166,11 @@ def test_reporting_and_chunking_never_change_a_value(n, points, seed, reject, ce
     if reject == 'sigma':
         options['center'] = center
     method = imgstack.Settings.from_options(**options).method
-    base = imgstack.clip_points(x, None, method)
+    base = imgstack._clip_points(x, None, method)
     variants = [{'frame_counts': True}, {'scratch': 4096}, {'frame_counts': True, 'scratch': 4096},
                 {'channels': 1, 'map_': lambda f, items: [f(i) for i in reversed(list(items))]}]
     for kwargs in variants:
-        other = imgstack.clip_points(x, None, method, **kwargs)
+        other = imgstack._clip_points(x, None, method, **kwargs)
         np.testing.assert_array_equal(other.result, base.result, err_msg=str(kwargs))
         np.testing.assert_array_equal(other.rejected, base.rejected, err_msg=str(kwargs))
         np.testing.assert_array_equal(other.low, base.low, err_msg=str(kwargs))
@@ -203,7 +203,7 @@ def test_frame_counts_keep_the_fast_paths_value():
     x = np.array([0, 2, 2, 5, 5, 0, 6, 1, 3, 0, 3, 5, 3, 6, 0, 3, 1, 2, 4, 1, 2, 1, 6, 0, 4, 2],
                  np.float32)[:, None]
     method = imgstack.Settings.from_options(center='median', sigma=2.5).method
-    plain = imgstack.clip_points(x, None, method)
-    counted = imgstack.clip_points(x, None, method, frame_counts=True)
+    plain = imgstack._clip_points(x, None, method)
+    counted = imgstack._clip_points(x, None, method, frame_counts=True)
     assert counted.result.tobytes() == plain.result.tobytes()
     assert counted.frame_low.sum() + counted.frame_high.sum() == plain.rejected.sum()

@@ -7,7 +7,7 @@ tolerance (``imgstack.FLOAT_TOLERANCE``).
 The reference here is exact: Python integers and ``fractions.Fraction``,
 the factors taken as the floats they are (exact binary fractions), d
 compared squared (sigma: ``(x - c)^2 <= H^2 d^2``, no square root).  Each
-point is run through every path that `clip_points` chooses from: the fast
+point is run through every path that `_clip_points` chooses from: the fast
 path (`_clip_chunk`, with or without a ``valid`` mask), the sorted path
 (`_clip_sorted`: 8/16-bit integers around the median) and the window core
 (`_Chunk`, asked for the mask), and with the frame counts (the fast
@@ -116,18 +116,18 @@ def exact_result(values: list[int], ok: list[bool], kept: list[int]) -> float:
 
 def paths(x: np.ndarray, valid: np.ndarray | None, method: imgstack.Method):
     """(name, Clipped) of every path that computes these points."""
-    yield 'plain', imgstack.clip_points(x, valid, method)
-    yield 'mask', imgstack.clip_points(x, valid, method, want_mask=True)
-    yield 'counts', imgstack.clip_points(x, valid, method, frame_counts=True)
+    yield 'plain', imgstack._clip_points(x, valid, method)
+    yield 'mask', imgstack._clip_points(x, valid, method, want_mask=True)
+    yield 'counts', imgstack._clip_points(x, valid, method, frame_counts=True)
     if valid is None:  # a mask that keeps every value: off the sorted path
-        yield 'valid', imgstack.clip_points(x, np.ones(x.shape, bool), method)
+        yield 'valid', imgstack._clip_points(x, np.ones(x.shape, bool), method)
     if method.reject != 'sigma' or method.combine != 'mean' or valid is not None:
         return
     # the fast path on its own, as clip_points hands it a chunk (clip_points
     # gives the points with no valid value their plain mean afterwards)
     result, rejected, low, _ = imgstack._clip_chunk(
         x, valid, method.sigma_low, method.sigma_high, method.passes, method.center)
-    yield 'chunk', imgstack.Clipped(result, rejected, low, 0)
+    yield 'chunk', imgstack._Clipped(result, rejected, low, 0)
 
 
 def check_points(values: np.ndarray, ok: np.ndarray | None, method: imgstack.Method,

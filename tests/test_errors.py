@@ -539,7 +539,7 @@ def test_output_appears_during_run(tmp_path, capsys, monkeypatch, late):
     out = tmp_path / 'out.tif'
     rejected = tmp_path / 'rejected.tif'
     target = out if late == 'output' else rejected
-    original = imgstack.clip_points
+    original = imgstack._clip_points
 
     def clip_points(*args: Any, **kwargs: Any) -> Any:
         if not target.exists():
@@ -547,7 +547,7 @@ def test_output_appears_during_run(tmp_path, capsys, monkeypatch, late):
             os.utime(target, ns=(1_000_000_000, 1_000_000_000))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(imgstack, 'clip_points', clip_points)
+    monkeypatch.setattr(imgstack, '_clip_points', clip_points)
     result = run_main(capsys, '-q', '--rejection-map', rejected, out, a, b)
     assert_error(result, None, str(target), words=['exists'])
     assert target.read_bytes() == b'written by someone else'

@@ -88,7 +88,7 @@ def test_dtypes_and_layouts(tmp_path, dtype, layout):
     want, _ = imgstack.sigma_clipped_mean(stack, sigma=2.0, iterations=3)
     got = tifffile.imread(out)
     assert got.dtype == np.dtype(dtype) and got.shape == shape
-    np.testing.assert_array_equal(got, imgstack.to_dtype(want, np.dtype(dtype)))
+    np.testing.assert_array_equal(got, imgstack._to_dtype(want, np.dtype(dtype)))
     with tifffile.TiffFile(out) as tif:
         page = tif.pages.first
         assert page.planarconfig == (2 if layout == 'planar' else 1)
@@ -176,7 +176,7 @@ def test_multipage_input_stacks_every_page(tmp_path, capsys):
     assert 'only the first' not in capsys.readouterr().err
     want = imgstack.stack_array(np.stack([stack[0], stack[1], stack[2], stack[3]]),
                                 reject='none')[0]
-    np.testing.assert_array_equal(tifffile.imread(out), imgstack.to_dtype(want, stack.dtype))
+    np.testing.assert_array_equal(tifffile.imread(out), imgstack._to_dtype(want, stack.dtype))
 
 
 @pytest.mark.parametrize('codec', ['zlib', 'zlib:9', 'lzw', 'zstd', 'zstd:19', 'lzma', 'packbits'])
@@ -267,15 +267,15 @@ def test_miniswhite_kept(tmp_path):
 
 
 def test_bigtiff_threshold():
-    assert not imgstack.needs_bigtiff(2**31)
-    assert imgstack.needs_bigtiff(2**32)
-    assert imgstack.needs_bigtiff(2**32 - 2**20)  # no room left for the header
+    assert not imgstack._needs_bigtiff(2**31)
+    assert imgstack._needs_bigtiff(2**32)
+    assert imgstack._needs_bigtiff(2**32 - 2**20)  # no room left for the header
 
 
 def test_bigtiff_when_large(tmp_path, monkeypatch):
     # writing 4 GiB is too slow for a test: lower the threshold instead and
     # check that the decision reaches the writer
-    monkeypatch.setattr(imgstack, 'needs_bigtiff', lambda size: size > 1000)
+    monkeypatch.setattr(imgstack, '_needs_bigtiff', lambda size: size > 1000)
     stack = frames(3, (30, 40))
     out = stacked(tmp_path, write_frames(tmp_path, stack))
     with tifffile.TiffFile(out) as tif:
@@ -325,7 +325,7 @@ def test_single_strip_decoded_once_to_temporary_file(tmp_path, monkeypatch):
     stack = frames(5, (60, 20, 3))
     paths = write_frames(tmp_path, stack, compression='lzw', rowsperstrip=60, **RGB)
     made = []
-    real = imgstack.predecode
+    real = imgstack._predecode
 
     def spy(frame, fd, stream=False, cancel=None, directory=None):
         raw = real(frame, fd, stream, cancel, directory)
@@ -335,7 +335,7 @@ def test_single_strip_decoded_once_to_temporary_file(tmp_path, monkeypatch):
         assert not [p for p in os.listdir(tmp_path) if p.startswith('.imgstack-')]
         return raw
 
-    monkeypatch.setattr(imgstack, 'predecode', spy)
+    monkeypatch.setattr(imgstack, '_predecode', spy)
     out = stacked(tmp_path, paths, rows=8)
     assert len(made) == 5
     plain = stacked(tmp_path, write_frames(tmp_path, stack, 'plain', **RGB), 'plain.tif', rows=8)
@@ -383,7 +383,7 @@ def test_strip_decoded_in_pieces_equals_whole(tmp_path, dtype, kwargs):
     raw_path = str(tmp_path / 'raw')
     fd = os.open(raw_path, os.O_RDWR | os.O_CREAT)
     try:
-        raw = imgstack.predecode(frame, fd, stream=True)
+        raw = imgstack._predecode(frame, fd, stream=True)
     finally:
         os.close(fd)
     decoded = np.fromfile(raw_path, frame.dtype).reshape(image.shape)
@@ -402,7 +402,7 @@ def test_corrupt_stream_names_rows(tmp_path):
     frame = imgstack.open_frame(path)  # the file changed: read its header again
     fd = os.open(tmp_path / 'raw', os.O_RDWR | os.O_CREAT)
     with pytest.raises(ImgstackError, match=r'in.tif: corrupt .*data in rows \d+-299'):
-        imgstack.predecode(frame, fd, stream=True)
+        imgstack._predecode(frame, fd, stream=True)
     os.close(fd)
 
 
@@ -453,7 +453,7 @@ def test_cmyk_kept(tmp_path):
         page = tif.pages.first
         assert page.photometric == 5 and page.samplesperpixel == 4 and not page.extrasamples
     want, _ = imgstack.sigma_clipped_mean(stack, sigma=2.0, iterations=3)
-    np.testing.assert_array_equal(tifffile.imread(out), imgstack.to_dtype(want, stack.dtype))
+    np.testing.assert_array_equal(tifffile.imread(out), imgstack._to_dtype(want, stack.dtype))
 
 
 @pytest.mark.parametrize('tag', ['missing', 'unspecified'])

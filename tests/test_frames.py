@@ -286,7 +286,7 @@ def test_select_drops_the_cloudy_and_the_smeared_frames(tmp_path, capsys):
 def test_dropped_frames_are_never_read_again(tmp_path, monkeypatch):
     paths = night_of_frames(tmp_path, count=4, cloudy=(1,))
     read, streaming = [], []
-    read_rows, stream_bands = imgstack.read_rows, imgstack.stream_bands
+    read_rows, stream_bands = imgstack._read_rows, imgstack._stream_bands
 
     def counted(frame, *args):
         if streaming:
@@ -297,8 +297,8 @@ def test_dropped_frames_are_never_read_again(tmp_path, monkeypatch):
         streaming.append(True)
         return stream_bands(*args, **kwargs)
 
-    monkeypatch.setattr(imgstack, 'read_rows', counted)
-    monkeypatch.setattr(imgstack, 'stream_bands', streamed)
+    monkeypatch.setattr(imgstack, '_read_rows', counted)
+    monkeypatch.setattr(imgstack, '_stream_bands', streamed)
     stats = imgstack.stack_files(paths, tmp_path / 'out.tif', select=['transparency:3'])
     assert stats.frames == 3 and [name for name, _ in stats.dropped] == [paths[1]]
     assert set(read) == {paths[0], paths[2], paths[3]}
@@ -315,10 +315,10 @@ def test_select_keeps_a_share_or_a_count(tmp_path, keep, count):
 
 def test_select_frames_by_direction():
     values = np.array([3.0, 1.0, 2.0, 10.0, 2.5])
-    assert imgstack.select_frames(values, 'fwhm', 'n', 2).tolist() == [0, 1, 1, 0, 0]
-    assert imgstack.select_frames(values, 'snr', '%', 40).tolist() == [1, 0, 0, 1, 0]
-    assert imgstack.select_frames(values, 'fwhm', 's', 2.5).tolist() == [1, 1, 1, 0, 1]
-    assert imgstack.select_frames(values, 'snr', 's', 2.5).tolist() == [1, 1, 1, 1, 1]
+    assert imgstack._select_frames(values, 'fwhm', 'n', 2).tolist() == [0, 1, 1, 0, 0]
+    assert imgstack._select_frames(values, 'snr', '%', 40).tolist() == [1, 0, 0, 1, 0]
+    assert imgstack._select_frames(values, 'fwhm', 's', 2.5).tolist() == [1, 1, 1, 0, 1]
+    assert imgstack._select_frames(values, 'snr', 's', 2.5).tolist() == [1, 1, 1, 1, 1]
 
 
 def test_weights_from_metrics(tmp_path):
@@ -423,7 +423,7 @@ def test_settings_check_select_and_weights():
         imgstack.Settings.from_options(select='fwhm:80%', group=2)
     with pytest.raises(imgstack.ImgstackError, match='weights must be one of'):
         imgstack.Settings.from_options(weights='fwhm2')
-    parser = imgstack.build_parser()
+    parser = imgstack._build_parser()
     dests = {a.dest for a in parser._actions}
     assert {'select', 'weights'} <= dests & imgstack.OPTIONS
 

@@ -146,7 +146,7 @@ def test_short_reads_are_continued(tmp_path, monkeypatch, kind):
         tifffile.imwrite(paths[-1], rng.integers(0, 4000, (100, 96), dtype=np.uint16),
                          metadata=None, **kwargs)
     stack = np.stack([tifffile.imread(p) for p in paths])
-    want = imgstack.to_dtype(imgstack.stack_array(stack, iterations=0)[0], stack.dtype)
+    want = imgstack._to_dtype(imgstack.stack_array(stack, iterations=0)[0], stack.dtype)
 
     cap = 1000  # as a FUSE or network file system may return
 
@@ -274,13 +274,13 @@ def test_huge_minmax_counts_drop_everything(tmp_path, capsys):
     assert result.status == 0, result.err
     stack = np.stack([tifffile.imread(p) for p in paths])
     value, _ = imgstack.stack_array(stack, reject='none')  # every value dropped: the mean
-    np.testing.assert_array_equal(tifffile.imread(out), imgstack.to_dtype(value, stack.dtype))
+    np.testing.assert_array_equal(tifffile.imread(out), imgstack._to_dtype(value, stack.dtype))
 
 
 def test_gesd_smallest_alpha_in_range():
     # 1 - 1e-17 / (2 cnt) rounds to 1.0: the quantile comes from the lower tail
-    lam = imgstack.gesd_critical(20, 1e-17)
-    assert np.isfinite(lam[3:]).all() and (lam[3:] > imgstack.gesd_critical(20, 0.05)[3:]).all()
+    lam = imgstack._gesd_critical(20, 1e-17)
+    assert np.isfinite(lam[3:]).all() and (lam[3:] > imgstack._gesd_critical(20, 0.05)[3:]).all()
     rng = np.random.default_rng(4)
     x = rng.normal(size=(20, 50))
     imgstack.stack_array(x, reject='gesd', gesd=(1e-17, 0.3))
@@ -424,7 +424,7 @@ def test_other_signals_end_a_run_cleanly(tmp_path, signum):
 
 def test_unnamed_outputs_where_the_system_links_them(tmp_path):
     with imgstack.contextlib.ExitStack() as stack:
-        temp = imgstack.temporary_file(str(tmp_path), stack, target=str(tmp_path / 'out.tif'))
+        temp = imgstack._temporary_file(str(tmp_path), stack, target=str(tmp_path / 'out.tif'))
         if imgstack._links_unnamed(str(tmp_path)):
             assert temp.path == '' and os.listdir(tmp_path) == []
         else:  # this system refuses (a sandbox, no /proc, no O_TMPFILE): a name
@@ -437,13 +437,13 @@ def test_output_folder_gone_names_the_output(tmp_path, capsys, monkeypatch):
     outdir = tmp_path / 'out'
     outdir.mkdir()
     out = outdir / 'out.tif'
-    real = imgstack.publish
+    real = imgstack._publish
 
     def move_away(temps, targets, force, cli=True):
         os.rename(outdir, tmp_path / 'moved')
         return real(temps, targets, force, cli)
 
-    monkeypatch.setattr(imgstack, 'publish', move_away)
+    monkeypatch.setattr(imgstack, '_publish', move_away)
     result = run_main(capsys, '-q', str(out), *paths)
     assert result.status == 1
     assert len(result.lines) == 1 and result.lines[0].startswith(f'imgstack: error: {out}: ')
@@ -456,7 +456,7 @@ def test_output_folder_gone_names_the_output(tmp_path, capsys, monkeypatch):
 def test_frame_statistics_write_error_names_the_csv(tmp_path, capsys, monkeypatch):
     paths = inputs_in(tmp_path / 'in')
     table = tmp_path / 'frames.csv'
-    real = imgstack.write_frame_stats
+    real = imgstack._write_frame_stats
 
     def full(temp, rows):
         def refuse(data):
@@ -464,7 +464,7 @@ def test_frame_statistics_write_error_names_the_csv(tmp_path, capsys, monkeypatc
         temp.file.write = refuse
         real(temp, rows)
 
-    monkeypatch.setattr(imgstack, 'write_frame_stats', full)
+    monkeypatch.setattr(imgstack, '_write_frame_stats', full)
     result = run_main(capsys, '-q', '--frame-stats', str(table), str(tmp_path / 'out.tif'), *paths)
     assert result.status == 1
     assert result.lines == [f'imgstack: error: {table}: cannot write it (No space left on device)']

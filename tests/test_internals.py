@@ -29,7 +29,7 @@ import imgstack
 def test_sorting_network_sorts_every_zero_one_input(n):
     # the 0-1 principle: a comparator network that sorts every sequence of
     # zeros and ones sorts every sequence
-    pairs = imgstack.sorting_network(n)
+    pairs = imgstack._sorting_network(n)
     assert all(0 <= i < j < n for i, j in pairs)
     for bits in itertools.product((0, 1), repeat=n):
         items = list(bits)
@@ -50,22 +50,22 @@ def test_sort_points_is_a_sort_with_invalid_values_last(n, dtype):
     else:
         x = rng.normal(0, 100, (n, 301)).astype(dtype)
     invalid = rng.random(x.shape) < 0.2
-    got = imgstack.sort_points(x, invalid)
+    got = imgstack._sort_points(x, invalid)
     assert got.shape == x.shape and got.dtype == x.dtype
     fill = np.nan if info is None else info.max
     want = np.sort(np.where(invalid, fill, x), axis=0)
     np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(imgstack.sort_points(x, None), np.sort(x, axis=0))
+    np.testing.assert_array_equal(imgstack._sort_points(x, None), np.sort(x, axis=0))
 
 
 def test_sort_points_uses_the_network_for_small_integers_only(monkeypatch):
     calls = []
-    real = imgstack.sorting_network
-    monkeypatch.setattr(imgstack, 'sorting_network', lambda n: calls.append(n) or real(n))
+    real = imgstack._sorting_network
+    monkeypatch.setattr(imgstack, '_sorting_network', lambda n: calls.append(n) or real(n))
     x = np.arange(24 * 10, dtype=np.uint16).reshape(24, 10)[::-1]
-    imgstack.sort_points(x, None)
-    imgstack.sort_points(x.astype(np.float64), None)
-    imgstack.sort_points(np.zeros((imgstack.NETWORK_MAX + 1, 3), np.uint16), None)
+    imgstack._sort_points(x, None)
+    imgstack._sort_points(x.astype(np.float64), None)
+    imgstack._sort_points(np.zeros((imgstack.NETWORK_MAX + 1, 3), np.uint16), None)
     assert calls == [24]
 
 
@@ -81,7 +81,7 @@ def test_normalized_chunks_are_the_per_point_formula(channels, additive):
     want = values * factor[:, per_point] + offset[:, per_point]
     # the chunks of a pass each start on a whole pixel: cut them small
     method = imgstack.Method(reject='none')
-    got = imgstack.clip_points(values, None, method, factor=factor, offset=offset,
+    got = imgstack._clip_points(values, None, method, factor=factor, offset=offset,
                                channels=channels, scratch=1)
     np.testing.assert_allclose(got.result, want.mean(axis=0), rtol=1e-12)
     rows = imgstack._rows(offset, 5 * channels)
@@ -165,19 +165,19 @@ def test_chunk_sizes_follow_each_path_scratch():
     mib = imgstack.MIB
     # without prefix sums a small-integer value takes 8 bytes less; each
     # point's own arrays add POINT_BYTES shared by its 24 values
-    with_sums = imgstack.chunk_points(24, 3, None, 'mean', True, 64 * mib, True)
-    without = imgstack.chunk_points(24, 3, None, 'mean', True, 64 * mib, False)
+    with_sums = imgstack._chunk_points(24, 3, None, 'mean', True, 64 * mib, True)
+    without = imgstack._chunk_points(24, 3, None, 'mean', True, 64 * mib, False)
     point = -(-imgstack.POINT_BYTES[None] // 24)
     assert without == pytest.approx(with_sums * (28 + point) / (20 + point), rel=0.01)
     # winsorized's arrays per point take far more (few frames, then, far
     # fewer points a chunk)
-    assert imgstack.chunk_points(2, 1, None, 'mean', True, 64 * mib, True, reject='winsorized') \
+    assert imgstack._chunk_points(2, 1, None, 'mean', True, 64 * mib, True, reject='winsorized') \
         == 64 * mib // (2 * imgstack.SCRATCH_SMALL + imgstack.POINT_BYTES['winsorized'])
     # sigma clipping around the median of small integers: 16 bytes a value,
     # at most SORTED_POINTS a chunk
-    small = imgstack.chunk_points(24, 3, 2, 'sorted', True, 16 * mib)
+    small = imgstack._chunk_points(24, 3, 2, 'sorted', True, 16 * mib)
     assert small == 16 * mib // (24 * imgstack.SCRATCH_SORTED) // 3 * 3
-    assert imgstack.chunk_points(24, 3, 2, 'sorted', True, 64 * mib) <= imgstack.SORTED_POINTS
+    assert imgstack._chunk_points(24, 3, 2, 'sorted', True, 64 * mib) <= imgstack.SORTED_POINTS
 
 
 def test_median_clipping_of_small_integers_takes_the_sorted_path(monkeypatch):
@@ -213,7 +213,7 @@ def test_sorted_median_clip_walks_stay_inside_the_run(dtype, sigma):
     x[:2, 60:80] = info.min  # two at each end of the type
     x[-2:, 60:80] = info.max
     low, high = sigma
-    got = imgstack._clip_sorted(np.ascontiguousarray(imgstack.sort_points(x, None)),
+    got = imgstack._clip_sorted(np.ascontiguousarray(imgstack._sort_points(x, None)),
                                 low, high, 10)
     want = imgstack._clip_chunk(x.astype(np.float64), None, low, high, 10, 'median', None)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
@@ -240,21 +240,21 @@ def test_gesd_and_mad_chunks_hold_at_most_their_points(monkeypatch):
     x = np.random.default_rng(5).normal(100, 10, (12, 3000))
     x[3, ::7] += 200
     method = imgstack.Method(reject='gesd')
-    whole = imgstack.clip_points(x, None, method, scratch=1 << 30)
+    whole = imgstack._clip_points(x, None, method, scratch=1 << 30)
     widths = chunk_widths(monkeypatch)
     monkeypatch.setitem(imgstack.MOST_POINTS, 'gesd', 700)
-    capped = imgstack.clip_points(x, None, method, scratch=1 << 30)
+    capped = imgstack._clip_points(x, None, method, scratch=1 << 30)
     assert widths and max(widths) <= 700 and sum(widths) == 3000
     np.testing.assert_array_equal(capped.result, whole.result)
     np.testing.assert_array_equal(capped.rejected, whole.rejected)
     assert whole.rejected.sum() > 0
     monkeypatch.setitem(imgstack.MOST_POINTS, 'mad', 900)
     widths.clear()
-    imgstack.clip_points(x, None, imgstack.Method(reject='mad'), scratch=1 << 30)
+    imgstack._clip_points(x, None, imgstack.Method(reject='mad'), scratch=1 << 30)
     assert max(widths) <= 900 and sum(widths) == 3000
     # other methods are not capped
     widths.clear()
-    imgstack.clip_points(x, None, imgstack.Method(reject='winsorized'), scratch=1 << 30)
+    imgstack._clip_points(x, None, imgstack.Method(reject='winsorized'), scratch=1 << 30)
     assert widths == [3000]
 
 
@@ -265,7 +265,7 @@ def test_chunks_are_even_for_the_threads(monkeypatch, npoints, cap):
     x = np.random.default_rng(6).normal(100, 10, (12, npoints))
     widths = chunk_widths(monkeypatch)
     monkeypatch.setitem(imgstack.MOST_POINTS, 'mad', cap)
-    imgstack.clip_points(x, None, imgstack.Method(reject='mad'), channels=3, scratch=1 << 30)
+    imgstack._clip_points(x, None, imgstack.Method(reject='mad'), channels=3, scratch=1 << 30)
     assert sum(widths) == npoints and max(widths) <= cap
     if npoints > cap:
         assert len(widths) % imgstack.WORKERS == 0
@@ -292,16 +292,16 @@ def test_linear_passes_run_in_blocks_of_their_own_scratch(monkeypatch):
 
     monkeypatch.setitem(imgstack._STEPS, 'linear', record)
     monkeypatch.setattr(imgstack, 'LINEAR_BYTES', 1 << 18)
-    block = imgstack.chunk_points(12, 1, None, 'mean', False, 1 << 18, False)
+    block = imgstack._chunk_points(12, 1, None, 'mean', False, 1 << 18, False)
     assert block < 1000
     method = imgstack.Method(reject='linear')
-    small = imgstack.clip_points(x, None, method, scratch=1 << 30)
+    small = imgstack._clip_points(x, None, method, scratch=1 << 30)
     assert widths == [3000]  # one chunk, sorted whole
     assert sum(blocks) == 3000 and max(blocks) <= block and len(blocks) > 3
     monkeypatch.setattr(imgstack, 'LINEAR_BYTES', 1 << 30)
     widths.clear()
     blocks.clear()
-    whole = imgstack.clip_points(x, None, method, scratch=1 << 20)
+    whole = imgstack._clip_points(x, None, method, scratch=1 << 20)
     assert blocks == [3000]
     assert small.passes == whole.passes > 1
     np.testing.assert_array_equal(small.rejected, whole.rejected)
@@ -318,7 +318,7 @@ def test_linear_without_masks_gives_what_its_masks_give(monkeypatch, blocks):
     if blocks > 1:
         point = -(-imgstack.POINT_BYTES[None] // 15)
         monkeypatch.setattr(imgstack, 'LINEAR_BYTES', 15 * (40 + point) * 800)
-        assert imgstack.chunk_points(15, 1, None, 'mean', False, imgstack.LINEAR_BYTES,
+        assert imgstack._chunk_points(15, 1, None, 'mean', False, imgstack.LINEAR_BYTES,
                                      False) == 800
     rng = np.random.default_rng(9)
     x = rng.normal(1000, 30, (15, 4000))
@@ -328,8 +328,8 @@ def test_linear_without_masks_gives_what_its_masks_give(monkeypatch, blocks):
     x[:, 11] = [0, 0, 0, 0, 0, 0, 0, 1e6, -1e6, 0, 0, 0, 0, 0, 0]
     for sigma in (0.5, 2.5):  # 0.5: some points lose every value
         method = imgstack.Method(reject='linear', sigma_low=sigma, sigma_high=sigma)
-        plain = imgstack.clip_points(x, None, method)
-        masked = imgstack.clip_points(x, None, method, want_mask=True)
+        plain = imgstack._clip_points(x, None, method)
+        masked = imgstack._clip_points(x, None, method, want_mask=True)
         np.testing.assert_array_equal(plain.result, masked.result)
         np.testing.assert_array_equal(plain.rejected, masked.rejected)
         np.testing.assert_array_equal(plain.low, masked.low)
@@ -391,11 +391,11 @@ def test_mad_first_pass_reads_rows_up_to_its_frames(monkeypatch, dtype):
 
     monkeypatch.setattr(imgstack._Chunk, 'mad', mad)
     method = imgstack.Method(reject='mad', iterations=4)
-    rows = imgstack.clip_points(x, None, method, scratch=1 << 26)
+    rows = imgstack._clip_points(x, None, method, scratch=1 << 26)
     assert searched and all(size < 500 or low < 24 for size, low in searched)
     searched.clear()
     monkeypatch.setitem(imgstack.MAD_ROWS, x.dtype.kind != 'f', 23)
-    alone = imgstack.clip_points(x, None, method, scratch=1 << 26)
+    alone = imgstack._clip_points(x, None, method, scratch=1 << 26)
     assert searched[0] == (500, 24)
     np.testing.assert_array_equal(rows.result, alone.result)
     np.testing.assert_array_equal(rows.rejected, alone.rejected)
@@ -420,7 +420,7 @@ def test_the_command_shortens_the_thread_switch_interval(tmp_path, monkeypatch):
         assert imgstack.main(['-q', '--reject', 'none', str(tmp_path / 'main.tif'), *paths]) == 0
         assert sys.getswitchinterval() == pytest.approx(0.005)
         assert {s: signal.getsignal(s) for s in imgstack.SIGNALS} == handlers
-        monkeypatch.setattr(imgstack, 'tune_allocator', lambda memory: True)
+        monkeypatch.setattr(imgstack, '_tune_allocator', lambda memory: True)
         assert imgstack._cli(['-q', '--reject', 'none', str(tmp_path / 'cli.tif'), *paths]) == 0
         assert sys.getswitchinterval() == pytest.approx(imgstack.SWITCH_SECONDS)
         assert imgstack.SWITCH_SECONDS < 0.005

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Memory bounds and file limits (README, Memory and speed), measured on
 child processes: peak resident memory is the child's own ``ru_maxrss``; and
-the allocator settings of the command (`imgstack.tune_allocator`).
+the allocator settings of the command (`imgstack._tune_allocator`).
 """
 
 import gc
@@ -37,7 +37,7 @@ def test_peak_memory_within_budget(moderate, kind, center):
     rows = slice(500, 503)
     stack = np.stack([tifffile.imread(p)[rows] for p in sets['plain']])
     want, _ = imgstack.sigma_clipped_mean(stack, iterations=3, center=center)
-    np.testing.assert_array_equal(tifffile.imread(out)[rows], imgstack.to_dtype(want, stack.dtype))
+    np.testing.assert_array_equal(tifffile.imread(out)[rows], imgstack._to_dtype(want, stack.dtype))
     assert not [f for f in os.listdir(root) if f.endswith(('.part', '.raw'))]
 
 
@@ -71,7 +71,7 @@ def test_more_inputs_than_open_file_limit(tmp_path):
         ['-q', '-r', '4', out, *paths], limits=[(resource.RLIMIT_NOFILE, 32)])
     assert status == 0, err
     want, _ = imgstack.sigma_clipped_mean(stack)
-    np.testing.assert_array_equal(tifffile.imread(out), imgstack.to_dtype(want, stack.dtype))
+    np.testing.assert_array_equal(tifffile.imread(out), imgstack._to_dtype(want, stack.dtype))
 
 
 @pytest.mark.slow
@@ -96,7 +96,7 @@ def test_strip_larger_than_budget_is_decoded_in_pieces(tmp_path):
     stack = np.stack([tifffile.imread(p)[2000:2010] for p in paths])
     want, _ = imgstack.sigma_clipped_mean(stack, iterations=2)
     np.testing.assert_array_equal(tifffile.imread(out)[2000:2010],
-                                  imgstack.to_dtype(want, stack.dtype))
+                                  imgstack._to_dtype(want, stack.dtype))
     assert not [f for f in os.listdir(tmp_path) if f.endswith(('.part', '.raw'))]
 
 
@@ -164,7 +164,7 @@ ALLOCATION = (
     '                "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]\n'
     'libc = ctypes.CDLL(None)\n'
     'libc.mallinfo2.restype = Info\n'
-    'tuned = imgstack.tune_allocator(int(sys.argv[1]))\n'
+    'tuned = imgstack._tune_allocator(int(sys.argv[1]))\n'
     'block = np.ones(24 << 20, np.uint8)  # a chunk-sized working array\n'
     'mapped = libc.mallinfo2().hblkhd  # bytes in blocks of their own mapping\n'
     'del block\n'
@@ -220,7 +220,7 @@ def test_allocator_set_for_the_budget(budget):
 
 def test_only_the_command_tunes_the_allocator(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(imgstack, 'tune_allocator', calls.append)
+    monkeypatch.setattr(imgstack, '_tune_allocator', calls.append)
     paths = []
     for i in range(3):
         paths.append(str(tmp_path / f'in{i}.tif'))
@@ -254,4 +254,4 @@ def test_allocator_left_alone_without_glibc(monkeypatch, confstr):
         return confstr['return_value']
 
     monkeypatch.setattr(os, 'confstr', fake)
-    assert imgstack.tune_allocator(4 << 30) is False
+    assert imgstack._tune_allocator(4 << 30) is False

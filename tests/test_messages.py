@@ -130,7 +130,7 @@ def test_help_reads_well(capsys):
     for group in ('rejection and combination:', 'a night of frames:', 'memory:', 'output:',
                   'messages:', 'examples:'):
         assert group in text
-    prog = imgstack.program_name()
+    prog = imgstack._program_name()
     assert '2.5 for sigma)' in text and f'{prog} -s 2.5 -i 3 out.tif in*.tif' in text
 
 

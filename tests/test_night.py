@@ -203,7 +203,7 @@ def test_normalization_recovers_the_scene_through_files(tmp_path, mode):
     imgstack.stack_files(paths, lib, normalize=mode)
     np.testing.assert_array_equal(tifffile.imread(lib), tifffile.imread(out))
     mem, _ = imgstack.stack_array(t, normalize=mode)
-    np.testing.assert_array_equal(tifffile.imread(out), imgstack.to_dtype(mem, t.dtype))
+    np.testing.assert_array_equal(tifffile.imread(out), imgstack._to_dtype(mem, t.dtype))
     # without --normalize the levels change what is rejected
     assert imgstack.main(['-q', '-f', out, *paths]) == 0
     assert np.abs(tifffile.imread(out).astype(np.float64) - want).max() > 10
@@ -221,7 +221,7 @@ def test_in_memory_paths_agree_with_normalization(mode):
     core, r1, _ = imgstack.stack_array(t, normalize=mode, return_mask=True)
     assert r0 == r1
     np.testing.assert_allclose(fast, core, rtol=1e-12)
-    differ = imgstack.to_dtype(fast, t.dtype) != imgstack.to_dtype(core, t.dtype)
+    differ = imgstack._to_dtype(fast, t.dtype) != imgstack._to_dtype(core, t.dtype)
     assert not differ.any(), f'{differ.sum()} of {differ.size} points round differently'
 
 
@@ -437,7 +437,7 @@ def test_valid_range_excludes_zero_borders(tmp_path):
             inside = [1000 + i for i in range(n) if r >= tops[i] and c >= lefts[i]]
             want[r, c] = sum(inside) / len(inside) if inside else 0.0
     got = tifffile.imread(out)
-    np.testing.assert_array_equal(got, imgstack.to_dtype(want, np.dtype(np.uint16)))
+    np.testing.assert_array_equal(got, imgstack._to_dtype(want, np.dtype(np.uint16)))
     assert (got[0] == 0).all() and (got[-1, -1] == 1004 or got[-1, -1] == 1005)
     # the same in memory; and without the range the borders drag it down
     mem, _ = imgstack.stack_array(stack, valid_range=(1, None))
@@ -468,10 +468,10 @@ def test_valid_range_excludes_saturation(tmp_path):
     # which the in-memory stack decides alike
     want_mem, _ = imgstack.stack_array(stack, valid_range=(None, 65000))
     got = tifffile.imread(out)
-    np.testing.assert_array_equal(got, imgstack.to_dtype(want_mem, stack.dtype))
+    np.testing.assert_array_equal(got, imgstack._to_dtype(want_mem, stack.dtype))
     mask = np.ones((h, w), bool)
     mask[2, 2] = False
-    np.testing.assert_array_equal(got[mask], imgstack.to_dtype(want, stack.dtype)[mask])
+    np.testing.assert_array_equal(got[mask], imgstack._to_dtype(want, stack.dtype)[mask])
     kept, _ = imgstack.stack_array(stack[:, 2:3, 2:3], reject='none', valid_range=(None, 65000))
     assert kept[0, 0] == pytest.approx(x[:, 2, 2][ok[:, 2, 2]].mean()) and kept[0, 0] > 5000
     assert got[5, 5] == 65535  # saturated in every frame: stays saturated
@@ -641,7 +641,7 @@ def test_signed_frames_spanning_their_type(tmp_path, dtype):
     out = str(tmp_path / 'out.tif')
     assert imgstack.main(['-q', out, *paths]) == 0
     want, _ = imgstack.sigma_clipped_mean(stack)
-    np.testing.assert_array_equal(tifffile.imread(out), imgstack.to_dtype(want, stack.dtype))
+    np.testing.assert_array_equal(tifffile.imread(out), imgstack._to_dtype(want, stack.dtype))
     got, _ = imgstack.stack_array(stack, normalize='additive')
     assert np.isfinite(got).all()
 
@@ -715,7 +715,7 @@ def test_streamed_equals_in_memory(tmp_path, layout, rows, weights):
     got = tifffile.imread(out)
     if planar:
         got = np.moveaxis(got, 0, -1)
-    want = imgstack.to_dtype(want, stack.dtype)
+    want = imgstack._to_dtype(want, stack.dtype)
     differ = got != want
     assert not differ.any(), (f'{differ.sum()} of {differ.size} points differ, by up to '
                               f'{np.abs(got.astype(int) - want).max()}')

@@ -155,14 +155,14 @@ def test_decode_temporaries_never_visible(tmp_path, capsys, monkeypatch):
             return _real(fd, *a, **k)
 
         monkeypatch.setattr(os, name, writing)
-    if hasattr(imgstack, 'read_rows'):
-        real_read = imgstack.read_rows
+    if hasattr(imgstack, '_read_rows'):
+        real_read = imgstack._read_rows
 
         def read_rows(*a: Any, **k: Any) -> Any:
             look()
             return real_read(*a, **k)
 
-        monkeypatch.setattr(imgstack, 'read_rows', read_rows)
+        monkeypatch.setattr(imgstack, '_read_rows', read_rows)
     result = run_main(capsys, '-q', '-r', '4', out, *paths)
     log.active = False
     assert result.status == 0, result.err

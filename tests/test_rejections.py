@@ -1019,7 +1019,7 @@ def test_streamed_equals_in_memory_every_method(tmp_path, reject, layout):
         imgstack.stack_files(paths, out, reject=reject, combine=combine, rows=rows,
                              memory='64M', force=True)
         want, _ = imgstack.stack_array(stack, reject=reject, combine=combine)
-        np.testing.assert_array_equal(tifffile.imread(out), imgstack.to_dtype(want, stack.dtype))
+        np.testing.assert_array_equal(tifffile.imread(out), imgstack._to_dtype(want, stack.dtype))
 
 
 @pytest.mark.parametrize('combine', COMBINES)
@@ -1048,7 +1048,7 @@ def test_valid_values_every_method(tmp_path, reject, combine):
     valid = np.broadcast_to(rgba[..., 3:] == 65535, rgba.shape)
     want, _ = imgstack.stack_array(rgba, reject=reject, combine=combine, valid=valid)
     got = tifffile.imread(out)
-    np.testing.assert_array_equal(got[..., :3], imgstack.to_dtype(want, rgba.dtype)[..., :3])
+    np.testing.assert_array_equal(got[..., :3], imgstack._to_dtype(want, rgba.dtype)[..., :3])
     assert got[5:9, :, :3].max() < 20000  # the transparent 60000 is not there
 
 

@@ -22,7 +22,7 @@ def expected(stack: np.ndarray, dtype: np.dtype | None = None, **options) -> np.
     """What stack_array gives for the frames on the first axis, as the
     output's type (channels are points like any other)."""
     result = imgstack.stack_array(stack, **options)[0]
-    return imgstack.to_dtype(result, np.dtype(dtype or stack.dtype))
+    return imgstack._to_dtype(result, np.dtype(dtype or stack.dtype))
 
 
 def series(shape, dtype='uint16', seed=0) -> np.ndarray:
@@ -83,7 +83,7 @@ def test_reduced_pages_and_the_rejection_map_stay_out(tmp_path):
     out, rmap = tmp_path / 'out.tif', str(tmp_path / 'map.tif')
     imgstack.stack_files(path, str(out), rejection_map=rmap, reject='none')
     np.testing.assert_array_equal(tifffile.imread(out), expected(data, reject='none'))
-    source = imgstack.open_source(rmap)
+    source = imgstack._open_source(rmap)
     assert len(source.frames) == 1  # page 1 of 3
 
 
@@ -303,7 +303,7 @@ def test_one_open_per_file_and_task():
     frames = [imgstack.Frame.__new__(imgstack.Frame) for _ in range(2003)]
     for i, f in enumerate(frames):
         f.path, f.fd, f.identity = ('one.tif' if i < 2000 else f'{i}.tif'), None, (1, 2)
-    tasks = imgstack.read_tasks(frames)
+    tasks = imgstack._read_tasks(frames)
     assert [len(t) for t in tasks] == [1000, 1000, 1, 1, 1]
 
 

@@ -161,13 +161,13 @@ def test_ctrl_c_during_startup(tmp_path, big_frames):
 @pytest.mark.parametrize(
     ('name', 'nth'),
     [
-        ('clip_points', 1),
-        ('clip_points', 4),
-        ('to_dtype', 2),
-        ('read_rows', 7),
+        ('_clip_points', 1),
+        ('_clip_points', 4),
+        ('_to_dtype', 2),
+        ('_read_rows', 7),
         ('_predecode_segments', 2),
-        ('open_source', 2),
-        ('check_frames', 1),
+        ('_open_source', 2),
+        ('_check_frames', 1),
         ('plan_bands', 1),
         ('_pwrite_all', 3),
     ],
@@ -285,7 +285,7 @@ def test_interrupt_message_on_a_new_line(tmp_path, monkeypatch):
     paths = inputs_in(tmp_path / 'in')
     out = tmp_path / 'out.tif'
     calls = []
-    original = imgstack.clip_points
+    original = imgstack._clip_points
 
     def clip_points(*a: Any, **k: Any) -> Any:
         calls.append(1)
@@ -293,7 +293,7 @@ def test_interrupt_message_on_a_new_line(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return original(*a, **k)
 
-    monkeypatch.setattr(imgstack, 'clip_points', clip_points)
+    monkeypatch.setattr(imgstack, '_clip_points', clip_points)
     terminal = FakeTerminal()
     monkeypatch.setattr(sys, 'stderr', terminal)
     status = imgstack.main(['-r', '4', '--center', 'median', str(out), *paths])
@@ -443,18 +443,18 @@ def test_signal_while_waiting_for_a_worker_waits_for_a_checkpoint(interrupts):
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         try:
             assert pool.submit(work).result() == 'done'
-        except imgstack.Interrupted:
+        except imgstack._Interrupted:
             pytest.fail('the signal was raised inside Future.result')
     assert interrupts.pending == signal.SIGTERM
-    with pytest.raises(imgstack.Interrupted) as info:
-        imgstack.checkpoint()
+    with pytest.raises(imgstack._Interrupted) as info:
+        imgstack._checkpoint()
     assert info.value.signum == signal.SIGTERM
     assert interrupts.pending is None
-    imgstack.checkpoint()  # raised once only
+    imgstack._checkpoint()  # raised once only
 
 
 def test_waits_for_workers_answer_a_signal_before_the_work_ends(interrupts):
-    """`wait_for` and `pool_map` look for a held-back signal while they wait:
+    """`_wait_for` and `_pool_map` look for a held-back signal while they wait:
     the run stops without waiting for a long piece of work (which is told to
     stop by the run's cancel event once the interruption is raised)."""
     release = threading.Event()
@@ -465,22 +465,22 @@ def test_waits_for_workers_answer_a_signal_before_the_work_ends(interrupts):
             release.wait(30)
         return k
 
-    for wait in ('wait_for', 'pool_map'):
+    for wait in ('_wait_for', '_pool_map'):
         release.clear()
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             futures = [pool.submit(work, 1)]
-            with pytest.raises(imgstack.Interrupted):
-                if wait == 'wait_for':
-                    imgstack.wait_for(futures[0])
+            with pytest.raises(imgstack._Interrupted):
+                if wait == '_wait_for':
+                    imgstack._wait_for(futures[0])
                 else:
-                    list(imgstack.pool_map(pool, work, [0, 1, 2]))
+                    list(imgstack._pool_map(pool, work, [0, 1, 2]))
             assert not futures[0].done(), wait
             release.set()
 
 
 def test_a_timed_out_read_in_a_worker_is_its_error(tmp_path):
     """A worker's TimeoutError (a read of a network file that timed out,
-    ETIMEDOUT) is raised by `wait_for` and `pool_map` as the worker's
+    ETIMEDOUT) is raised by `_wait_for` and `_pool_map` as the worker's
     error, not taken for a wait that ran out and waited on for ever."""
     def work(k: int) -> int:
         raise TimeoutError(errno.ETIMEDOUT, 'Connection timed out', str(tmp_path / 'in.tif'))
@@ -489,8 +489,8 @@ def test_a_timed_out_read_in_a_worker_is_its_error(tmp_path):
 
     def waits() -> None:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            for wait in (lambda: imgstack.wait_for(pool.submit(work, 0)),
-                         lambda: list(imgstack.pool_map(pool, work, [0, 1]))):
+            for wait in (lambda: imgstack._wait_for(pool.submit(work, 0)),
+                         lambda: list(imgstack._pool_map(pool, work, [0, 1]))):
                 try:
                     wait()
                 except TimeoutError as exc:
@@ -511,14 +511,14 @@ def test_signal_held_back_at_the_end_is_raised_before_publishing(tmp_path, capsy
     outdir.mkdir()
     inputs = [write(indir / f'in{i}.tif', frame(i, shape=(40, 50))) for i in range(3)]
     out = outdir / 'out.tif'
-    original = imgstack.write_stack
+    original = imgstack._write_stack
 
     def write_then_signal(*a: Any, **k: Any) -> Any:
         done = original(*a, **k)
         signal.getsignal(signal.SIGINT).pending = signal.SIGTERM  # as if held back
         return done
 
-    monkeypatch.setattr(imgstack, 'write_stack', write_then_signal)
+    monkeypatch.setattr(imgstack, '_write_stack', write_then_signal)
     result = run_main(capsys, '-r', '4', out, *inputs)
     assert result.status == 128 + signal.SIGTERM, result.err
     assert result.lines[-1] == 'imgstack: terminated; nothing written', result.err

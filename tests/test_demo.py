@@ -88,12 +88,13 @@ def readme_demo_output():
 
 
 def test_readme_shows_what_the_demo_prints(tmp_path, capsys, monkeypatch):
-    """Every line of README's demo output is what the program prints (the
-    summary's time and rate aside, which vary)."""
+    """Every line of README's excerpt of the demo's output is printed, in
+    that order (the summary's time and rate aside, which vary)."""
     shown = readme_demo_output()
-    assert len(shown) > 10
+    assert len(shown) >= 6
     monkeypatch.chdir(tmp_path)
     assert imgstack.main(['--demo', 'demo']) == 0
-    printed = [line for line in capsys.readouterr().err.splitlines() if '%  rows' not in line]
     timing = re.compile(r', [\d.]+ s, \d+ MB/s$')
-    assert [timing.sub('', line) for line in printed] == [timing.sub('', line) for line in shown]
+    printed = iter(timing.sub('', line) for line in capsys.readouterr().err.splitlines())
+    for line in shown:  # each found after the one before
+        assert timing.sub('', line) in printed, line

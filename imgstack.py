@@ -6185,7 +6185,8 @@ def _write_stack(jobs: Sequence[_Job], layout: _Layout, temp: _Temporary, rmap: 
     if layout.kind in ('imagej', 'ome'):
         opened[layout.kind] = True
         sample = first.stored_shape[2:] if not first.planar and first.samples > 1 else ()
-        info = {'Info': args['description']} if layout.kind == 'imagej' else {}
+        # how the stack was made: ImageJ's Info, OME's image Description
+        info = {'Info' if layout.kind == 'imagej' else 'Description': args['description']}
         args.update(shape=(*layout.shape, first.height, first.width, *sample),
                     metadata={'axes': layout.axes + 'YX' + ('S' if sample else ''),
                               **layout.metadata, **info},

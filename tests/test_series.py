@@ -177,6 +177,9 @@ def test_ome_series_keeps_scale_and_channel_names(tmp_path):
         got = tif.asarray()
     assert 'PhysicalSizeX="0.25"' in xml and 'PhysicalSizeYUnit="µm"' in xml
     assert re.search('Name="DAPI".*Name="GFP"', xml)
+    # how it was made, as ImageDescription says it for other files
+    assert re.search(r'<Description>imgstack [\d.]+: .*--center median.*; 6 frames</Description>',
+                     xml)
     assert got.dtype == np.float32 and np.isnan(got[1, 5, 5])
     np.testing.assert_array_equal(got, expected(data, center='median'))
 

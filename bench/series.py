@@ -10,17 +10,18 @@ of ``--size`` x ``--size`` uint16 (noise about a level; zlib with
 every case on every series ``--repeat`` times, each round in a seeded
 shuffled order, each run a child process:
 
-``numpy``
-    Fiji's way: ``tifffile.imread(path).mean(axis=0)`` written with
-    ``tifffile.imwrite`` (every page in memory at once; the floor).  With
-    ``--floor chunked``: a float64 sum of ``tifffile.imread`` of 64 pages at
-    a time, for series too large to hold in memory.
+``imread`` and ``chunked`` (the floors, ``--floor``; both by default)
+    ``imread`` is Fiji's way: ``tifffile.imread(path).mean(axis=0)`` written
+    with ``tifffile.imwrite`` (every page in memory at once).  ``chunked``
+    is a plain numpy mean that fits any series: a float64 sum of
+    ``tifffile.imread`` of 64 pages at a time.  Ratios are to the first
+    floor listed.
 ``-i 0``, ``-s 2.5 -i 3``, ``default``, ``--group 10``
     ``imgstack.py -q -f -m BUDGET`` with these options (``default``: none).
 ``start-up``
     ``imgstack.py --version`` and ``python -c "import numpy, tifffile"``,
     once a round: the interpreter's and the imports' share of each run,
-    taken off imgstack's and the floor's times for the net time per frame.
+    taken off imgstack's and the floors' times for the net time per frame.
 
 Just before each run its input is read whole (the page cache of a shared
 machine may have dropped it since the last run), so the figures are CPU and
@@ -30,7 +31,7 @@ alone.
 
 Each line gives the median and minimum time, the spread ((max - min) /
 median), time per frame (median / pages) and net of start-up, the ratio of
-medians to the floor on the same series in the same run, the largest peak
+medians to the first floor on the same series in the same run, the largest peak
 and whether it stayed within the budget plus 64 MiB.
 
 Usage::
@@ -132,9 +133,10 @@ def main() -> int:
     parser.add_argument('--repeat', type=int, default=3, help='rounds (default 3)')
     parser.add_argument('--cases', default=','.join(CASES),
                         help=f'imgstack cases, of {",".join(CASES)} (default all)')
-    parser.add_argument('--floor', choices=sorted(FLOORS), default='imread',
-                        help='the numpy mean: whole series in memory (default) or '
-                             '64 pages at a time')
+    parser.add_argument('--floor', default='imread,chunked',
+                        help='the numpy means, comma-separated, ratios to the first: imread '
+                             "(Fiji's way, the whole series in memory), chunked (64 pages at "
+                             'a time); default both')
     parser.add_argument('--zlib', action='store_true', help='zlib-compressed pages')
     parser.add_argument('--imgstack', default=IMGSTACK,
                         help="the imgstack.py to run (default this checkout's)")
@@ -144,6 +146,9 @@ def main() -> int:
     args = parser.parse_args()
     counts = [int(p) for p in args.pages.split(',')]
     cases = [CASES[c] for c in args.cases.split(',') if c]
+    floors = [f for f in args.floor.split(',') if f]
+    if not floors or set(floors) - set(FLOORS):
+        parser.error(f'--floor: a list of {", ".join(FLOORS)}, not {args.floor!r}')
     os.makedirs(args.dir, exist_ok=True)
     out = os.path.join(args.dir, 'series-out.tif')
     paths = {}
@@ -156,7 +161,8 @@ def main() -> int:
         (0, 'start-up', [sys.executable, args.imgstack, '--version']),
         (0, 'numpy start-up', [sys.executable, '-c', 'import numpy, tifffile'])]
     for pages, path in paths.items():
-        jobs.append((pages, 'numpy', [sys.executable, '-c', FLOORS[args.floor], path, out]))
+        jobs += [(pages, floor, [sys.executable, '-c', FLOORS[floor], path, out])
+                 for floor in floors]
         jobs += [(pages, label, [sys.executable, args.imgstack, '-q', '-f', '-m', args.memory,
                                  *options, out, path]) for label, options in cases]
     runs: dict[tuple[int, str], list[tuple[float, float]]] = {}
@@ -178,24 +184,24 @@ def main() -> int:
     numpy_startup = statistics.median(t for t, _ in runs[0, 'numpy start-up'])
     bound = parse_size(args.memory) / 2**20 + 64
     print(f'{args.size}x{args.size} uint16{" zlib" if args.zlib else ""}, '
-          f'-m {args.memory} (bound {bound:.0f} MiB), floor {args.floor}, '
+          f'-m {args.memory} (bound {bound:.0f} MiB), x {floors[0]}, '
           f'medians of {args.repeat} interleaved runs; '
           f'start-up {startup:.2f} s (imgstack.py --version), '
           f'{numpy_startup:.2f} s (import numpy, tifffile)')
     print(f'{"pages":>5}  {"case":<12} {"median s":>8} {"min s":>6} {"spread":>6} '
-          f'{"ms/frame":>8} {"net":>6} {"x numpy":>7} {"peak MiB":>8}  within')
+          f'{"ms/frame":>8} {"net":>6} {"x floor":>7} {"peak MiB":>8}  within')
     for pages, path in paths.items():
-        floor = statistics.median(t for t, _ in runs[pages, 'numpy'])
+        floor = statistics.median(t for t, _ in runs[pages, floors[0]])
         gib = os.path.getsize(path) / 2**30
         rate = gib / statistics.median(reads[pages])
         print(f'{pages:>5}  ({gib:.2f} GiB on disk, read before each run at a median '
               f'{rate:.1f} GiB/s)')
-        for label in ['numpy'] + [label for label, _ in cases]:
+        for label in floors + [label for label, _ in cases]:
             times = [t for t, _ in runs[pages, label]]
             seconds = statistics.median(times)
             peak = max(p for _, p in runs[pages, label])
-            within = '-' if label == 'numpy' else ('yes' if peak <= bound else 'NO')
-            net = seconds - (numpy_startup if label == 'numpy' else startup)
+            within = '-' if label in floors else ('yes' if peak <= bound else 'NO')
+            net = seconds - (numpy_startup if label in floors else startup)
             print(f'{pages:>5}  {label:<12} {seconds:8.2f} {min(times):6.2f} '
                   f'{(max(times) - min(times)) / seconds:6.0%} '
                   f'{seconds / pages * 1000:8.2f} {net / pages * 1000:6.2f} '

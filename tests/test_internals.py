@@ -428,3 +428,45 @@ def test_the_command_shortens_the_thread_switch_interval(tmp_path, monkeypatch):
         sys.setswitchinterval(before)
         for s, h in handlers.items():
             signal.signal(s, h)
+
+
+@pytest.mark.parametrize('dtype', ['uint16', 'int16', 'uint8'])
+@pytest.mark.parametrize('count', [1000, (1 << 21) + 5])
+def test_sums_without_rejected_values(dtype, count):
+    # the fast path takes the rejected values out of exact sums per point:
+    # bincount in float64 below 2^21 values, int64 add.at above
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dtype)
+    width = 700
+    gone = rng.integers(info.min, int(info.max) + 1, count).astype(dtype)
+    points = rng.integers(0, width, count)
+    total, squares = np.full(width, 10**15), np.full(width, 10**16)
+    got = imgstack._without(gone, points, width, total, squares)
+    g = gone.astype(np.int64)
+    want_total, want_squares = total.copy(), squares.copy()
+    np.subtract.at(want_total, points, g)
+    np.subtract.at(want_squares, points, g * g)
+    np.testing.assert_array_equal(got[0], want_total)
+    np.testing.assert_array_equal(got[1], want_squares)
+
+
+@pytest.mark.parametrize('dtype', ['uint16', 'float32'])
+def test_threshold_path_with_many_frames_matches_the_window_core(dtype):
+    # with 1,500 frames every point loses values in every pass, so no point
+    # leaves the threshold path's working set; it still gives the window
+    # core's values and counts
+    rng = np.random.default_rng(5)
+    x = rng.normal(1000, 30, (1500, 40))
+    x[rng.random(x.shape) < 0.01] = 1600
+    x = np.rint(x).astype(dtype)
+    method = imgstack.Method(iterations=4)
+    fast = imgstack._clip_chunk(x, None, 2.5, 2.5, 4, 'mean')
+    with np.errstate(invalid='ignore', divide='ignore'):
+        chunk = imgstack._Chunk(x, None, method, None, False)
+        passes = chunk.reject()
+        window = imgstack._combine(chunk)
+    np.testing.assert_allclose(fast[0], window[0], rtol=1e-12)
+    np.testing.assert_array_equal(fast[1], window[1])
+    np.testing.assert_array_equal(fast[2], window[2])
+    assert fast[3] == passes
+    assert (fast[1] > 20).all()  # every point lost more than its 15 outliers

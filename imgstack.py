@@ -2473,7 +2473,9 @@ def _integer_edges(
     and ``floor(hi)`` (float64), from bounds computed in float64: where
     either lies within `EXACT_MARGIN` of an integer (and d > 0, else the
     bounds are c, exact), both come from `_exact_bounds` on the point's
-    kept values ``points(j)``."""
+    kept values ``points(j)``; percentile's depend on its median c alone
+    and are decided once for each median (a fifth of the points are near:
+    0.8 m is whole whenever 2m is a multiple of 5)."""
     with np.errstate(invalid='ignore'):  # in place: a few calls a pass on the fast path
         margin = np.abs(c)
         margin += d
@@ -2486,7 +2488,14 @@ def _integer_edges(
         near |= np.abs(gap, out=gap) <= margin
         near &= d > 0
     lo, hi = np.ceil(lo), np.floor(hi)
-    for j in np.flatnonzero(near).tolist():
+    at = np.flatnonzero(near)
+    if reject == 'percentile' and at.size:
+        medians, inverse = np.unique(c[at], return_inverse=True)
+        edges = np.array([_percentile_bounds(Fraction(m), low, high)
+                          for m in medians.tolist()], np.float64).reshape(-1, 2)
+        lo[at], hi[at] = edges[inverse, 0], edges[inverse, 1]
+        return lo, hi
+    for j in at.tolist():
         lo[j], hi[j] = _exact_bounds(points(j), reject, center, low, high)
     return lo, hi
 
@@ -2508,12 +2517,19 @@ def _exact_bounds(values: list[int], reject: str, center: str, low: float,
         return (_exact_edge(top, under, k, spread, low, -1),
                 _exact_edge(top, under, k, spread, high, 1))
     median = Fraction(v[(k - 1) >> 1] + v[k >> 1], 2)
-    lo_f, hi_f = Fraction(low), Fraction(high)
     if reject == 'percentile':
-        return math.ceil(median - lo_f * median), math.floor(median + hi_f * median)
+        return _percentile_bounds(median, low, high)
+    lo_f, hi_f = Fraction(low), Fraction(high)
     dist = sorted(abs(x - median) for x in v)  # mad
     d = Fraction(MAD_SCALE) * (dist[(k - 1) >> 1] + dist[k >> 1]) / 2
     return math.ceil(median - lo_f * d), math.floor(median + hi_f * d)
+
+
+def _percentile_bounds(median: Fraction, low: float, high: float) -> tuple[int, int]:
+    """``ceil(m - low m)`` and ``floor(m + high m)`` for the median m, exact
+    (the factors are floats, exact dyadic rationals)."""
+    return (math.ceil(median - Fraction(low) * median),
+            math.floor(median + Fraction(high) * median))
 
 
 def _exact_edge(top: int, under: int, k: int, spread: int, factor: float, side: int) -> int:

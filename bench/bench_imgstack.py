@@ -1,7 +1,8 @@
 # Copyright 2026 The imgstack developers
 # SPDX-License-Identifier: Apache-2.0
 """Benchmark imgstack.py: wall time and peak memory against a plain floor,
-and, on a drifting night, against Siril.
+another imgstack.py in the same rounds (``--against``) and, on a drifting
+night, Siril.
 
 What is measured
 ----------------
@@ -53,12 +54,27 @@ imgstack cases
     back as ``setref`` wrote it before every run: each run starts as a
     user's first stack of the sequence.  Siril runs with its own empty
     configuration (``XDG_CONFIG_HOME``), on all cores, as imgstack does.
+``CASE@against`` (with ``--against FILE``)
+    Every imgstack case run again by another imgstack.py (an older version,
+    say), with the same options, budget and inputs, in the same rounds,
+    shuffled with the others: a change is judged against the code without
+    it under the same machine conditions, never against a run made at
+    another time (bench/README.rst, How the figures are measured).  A
+    table after the main one sets each case beside its ``@against`` row:
+    both medians, spreads and ratios to the floor, the ratio of medians
+    new / against and of minimums, and the median and range of the ratios
+    of the runs paired round by round (each round runs both once; a range
+    that does not hold 1 says every round saw the same side win).  A case
+    whose options the against version's ``-h`` does not list is not run
+    for it.  The frames, Siril and the scaling lines are the ``--imgstack``
+    version's alone.
 ``startup``
     The bare interpreter (``python -c pass``), ``import numpy, tifffile``,
     ``imgstack.py --version`` and a two-frame stack of 64x64 RGB frames
-    (default options), each run three times per round; with Siril, a
-    script of ``requires 1.0.0`` alone.  ``--version`` is subtracted from
-    the scaling times below.
+    (default options), each run three times per round, the last two for
+    the ``--against`` version too; with Siril, a script of ``requires
+    1.0.0`` alone.  ``--version`` is subtracted from the scaling times
+    below.
 ``scaling``
     The time per frame of ``-s 2.5 -i 3`` on 25, 50, 100 and 200 small
     uncompressed frames (gross, net of the start-up, and per frame added:
@@ -123,6 +139,7 @@ Usage
     python bench/bench_imgstack.py --night         # drifting night, with Siril
     python bench/bench_imgstack.py --night --large # the table of issue 14
     python bench/bench_imgstack.py --night --cases main --no-scaling
+    python bench/bench_imgstack.py --night --siril none --no-scaling --against OLD.py
     python bench/bench_imgstack.py --cases clip --variants raw,lzw1 --budgets 256M
 """
 
@@ -153,6 +170,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 IMGSTACK = REPO / 'imgstack.py'
 """The imgstack.py measured unless ``--imgstack`` names another."""
+
+AGAINST = '@against'
+"""Suffix of the case names of the ``--against`` version's runs."""
 
 MIB = 1 << 20
 
@@ -797,8 +817,9 @@ def imgstack_argv(
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """What one benchmark runs: the imgstack.py, the sets, the cases with
-    their options and budgets, and the Siril comparisons."""
+    """What one benchmark runs: the imgstack.py and the one it is compared
+    with (if any), the sets, the cases with their options and budgets, and
+    the Siril comparisons."""
 
     imgstack: str
     main_set: FrameSet
@@ -807,24 +828,39 @@ class Plan:
     cases: dict[str, tuple[str, ...]]
     budgets: dict[str, tuple[str, ...]]
     siril: dict[str, tuple[str, str]]
+    against: str | None = None
+
+    @property
+    def versions(self) -> tuple[tuple[str, str], ...]:
+        """Return each imgstack.py that runs the cases and the suffix of its
+        case names: none for ``--imgstack``, `AGAINST` for ``--against``."""
+        if self.against is None:
+            return ((self.imgstack, ''),)
+        return ((self.imgstack, ''), (self.against, AGAINST))
 
 
-def build_jobs(plan: Plan, data: str, out: str, known: set[str] | None) -> list[Job]:
-    """Return the jobs of one benchmark: start-up, floors, cases, Siril and
-    scaling, in the order of the report; cases with options that imgstack.py
-    does not list (known) are skipped."""
+def build_jobs(
+    plan: Plan, data: str, out: str, known: dict[str, set[str] | None]
+) -> list[Job]:
+    """Return the jobs of one benchmark: start-up, floors, cases (of each
+    version), Siril and scaling, in the order of the report; a version's
+    cases with options that its imgstack.py does not list (known, by path)
+    are skipped."""
     this = str(Path(__file__).resolve())
     tiny = TINY.paths(data, 'raw')
     jobs = [
         Job(('startup', 'python', ''), (sys.executable, '-c', 'pass'), runs=STARTUP_RUNS),
         Job(('startup', 'imports', ''), (sys.executable, '-c', 'import numpy, tifffile'),
             runs=STARTUP_RUNS),
-        Job(('startup', 'version', ''), (sys.executable, plan.imgstack, '--version'),
-            runs=STARTUP_RUNS),
-        Job(('startup', 'two', ''),
-            imgstack_argv(plan.imgstack, (), '1G', os.path.join(out, 'two.tif'), tiny),
-            inputs=tuple(tiny), runs=STARTUP_RUNS),
     ]
+    for program, suffix in plan.versions:
+        jobs += [
+            Job(('startup', 'version' + suffix, ''), (sys.executable, program, '--version'),
+                runs=STARTUP_RUNS),
+            Job(('startup', 'two' + suffix, ''),
+                imgstack_argv(program, (), '1G', os.path.join(out, f'two{suffix}.tif'), tiny),
+                inputs=tuple(tiny), runs=STARTUP_RUNS),
+        ]
     main_set = plan.main_set
     for variant in plan.variants:
         inputs = tuple(main_set.paths(data, variant))
@@ -833,10 +869,11 @@ def build_jobs(plan: Plan, data: str, out: str, known: set[str] | None) -> list[
                         inputs=inputs))
         for case, options in plan.cases.items():
             for budget in plan.budgets[case]:
-                output = os.path.join(out, f'{case}-{variant}-{budget}.tif')
-                jobs.append(Job((case, variant, budget),
-                                imgstack_argv(plan.imgstack, options, budget, output, inputs),
-                                inputs=inputs, skip=missing_options(options, known)))
+                for program, suffix in plan.versions:
+                    output = os.path.join(out, f'{case}{suffix}-{variant}-{budget}.tif')
+                    jobs.append(Job((case + suffix, variant, budget),
+                                    imgstack_argv(program, options, budget, output, inputs),
+                                    inputs=inputs, skip=missing_options(options, known[program])))
     if plan.siril:
         script = os.path.join(out, 'startup.ssf')
         with open(script, 'w', encoding='utf-8') as f:
@@ -941,17 +978,17 @@ def short(text: str, width: int = 72) -> str:
 def table_rows(
     results: dict[Key, list[Result]], plan: Plan
 ) -> tuple[list[list[str]], list[str]]:
-    """Return the rows of the main table and the problems worth a remark."""
+    """Return the rows of the main table (each case's ``@against`` row
+    under its own) and the problems worth a remark."""
     rows = []
     problems = []
     for variant in plan.variants:
         floor = Summary.of(results[('floor', variant, '')])
-        keys = [('floor', variant, '')] + [(c, variant, b) for c in plan.cases
-                                           for b in plan.budgets[c]]
-        for key in keys:
-            case, _, budget = key
-            s = Summary.of(results[key])
-            args = 'numpy+tifffile' if case == 'floor' else ' '.join(plan.cases[case])
+        keys = [('floor', 'numpy+tifffile', '')] + [
+            (c + suffix, ' '.join(options), b) for c, options in plan.cases.items()
+            for b in plan.budgets[c] for _, suffix in plan.versions]
+        for case, args, budget in keys:
+            s = Summary.of(results[(case, variant, budget)])
             if not s.ok:
                 rows.append([case, args, variant, budget or '-', 'failed', '', '', '', '', '',
                              '', '', '', short(s.error)])
@@ -971,6 +1008,37 @@ def table_rows(
                 ratio(s.least, floor.least) if floor.ok else '-', within, '',
             ])
     return rows, problems
+
+
+def against_rows(results: dict[Key, list[Result]], plan: Plan) -> list[list[str]]:
+    """Return the rows of the table that sets each case (new) beside its
+    ``@against`` run: medians, spreads, ratios to the floor, the ratios
+    new / against of medians and of minimums, and the median and range of
+    the ratios of runs paired by round (`run_rounds` appends one run of
+    each case per round, so a case's n-th run and its ``@against`` one's
+    ran in the same round)."""
+    rows = []
+    for variant in plan.variants:
+        floor = Summary.of(results[('floor', variant, '')])
+        for case in plan.cases:
+            for budget in plan.budgets[case]:
+                new_runs = results[(case, variant, budget)]
+                old_runs = results[(case + AGAINST, variant, budget)]
+                new, old = Summary.of(new_runs), Summary.of(old_runs)
+                if not (new.ok and old.ok):
+                    rows.append([case, variant, budget, *[''] * 9,
+                                 short(new.error or f'against: {old.error}', 40)])
+                    continue
+                pairs = sorted(a.seconds / b.seconds for a, b in zip(new_runs, old_runs))
+                rows.append([
+                    case, variant, budget, f'{new.median:.2f}', f'{old.median:.2f}',
+                    f'{100 * new.spread:.0f}%', f'{100 * old.spread:.0f}%',
+                    ratio(new.median, floor.median) if floor.ok else '-',
+                    ratio(old.median, floor.median) if floor.ok else '-',
+                    ratio(new.median, old.median), ratio(new.least, old.least),
+                    f'{statistics.median(pairs):.2f} ({pairs[0]:.2f}-{pairs[-1]:.2f})', '',
+                ])
+    return rows
 
 
 def siril_rows(
@@ -1015,24 +1083,27 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: set
 
 
 def startup_lines(results: dict[Key, list[Result]]) -> list[str]:
-    """Return the start-up lines: median, minimum and spread of each case."""
+    """Return the start-up lines: median, minimum and spread of each case
+    (those of the ``--against`` version after the measured one's)."""
+    two = f'2 frames of {TINY.width}x{TINY.height}x{TINY.channels}'
     names = {
         'python': 'python -c pass',
         'imports': 'import numpy, tifffile',
         'version': 'imgstack.py --version',
-        'two': f'imgstack.py on 2 frames of {TINY.width}x{TINY.height}x{TINY.channels}',
+        'two': f'imgstack.py on {two}',
+        'version' + AGAINST: f'imgstack.py{AGAINST} --version',
+        'two' + AGAINST: f'imgstack.py{AGAINST} on {two}',
         'siril': 'siril-cli, script of "requires" alone',
     }
+    names = {name: text for name, text in names.items() if ('startup', name, '') in results}
+    width = max(40, *map(len, names.values()))
     lines = []
     for name, text in names.items():
-        runs = results.get(('startup', name, ''))
-        if runs is None:
-            continue
-        s = Summary.of(runs)
+        s = Summary.of(results[('startup', name, '')])
         if not s.ok:
-            lines.append(f'  {text:<40} failed: {s.error}')
+            lines.append(f'  {text:<{width}} failed: {s.error}')
             continue
-        lines.append(f'  {text:<40} {1000 * s.median:5.0f} ms median, '
+        lines.append(f'  {text:<{width}} {1000 * s.median:5.0f} ms median, '
                      f'{1000 * s.least:5.0f} ms min, spread {100 * s.spread:3.0f}%, '
                      f'{s.peak:4.0f} MiB ({s.runs} runs)')
     return lines
@@ -1154,8 +1225,9 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the parser of the command line."""
     parser = argparse.ArgumentParser(
         prog='bench_imgstack.py',
-        description='Benchmark imgstack.py: wall time and peak RSS against a plain average '
-                    'and, on a drifting night, against Siril.',
+        description='Benchmark imgstack.py: wall time and peak RSS against a plain average, '
+                    'another imgstack.py in the same rounds (--against) and, on a drifting '
+                    'night, Siril.',
         epilog=(
             'night cases (--night): ' + ', '.join(NIGHT_CASES) + '\n'
             'night groups: ' + ', '.join(f'{g} ({",".join(c)})'
@@ -1167,7 +1239,8 @@ def build_parser() -> argparse.ArgumentParser:
             '  python bench/bench_imgstack.py --large --repeat 5\n'
             '  python bench/bench_imgstack.py --cases clip --variants lzw1 --no-scaling\n'
             '  python bench/bench_imgstack.py --night --large\n'
-            '  python bench/bench_imgstack.py --night --cases main,rej-gesd --siril rej-s,rej-g'
+            '  python bench/bench_imgstack.py --night --cases main,rej-gesd --siril rej-s,rej-g\n'
+            '  python bench/bench_imgstack.py --night --siril none --no-scaling --against OLD.py'
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -1183,6 +1256,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--imgstack', metavar='FILE', default=str(IMGSTACK),
                         help='the imgstack.py to measure, whose make_frames also makes the '
                              'frames (default the repository\'s)')
+    parser.add_argument('--against', metavar='FILE',
+                        help='another imgstack.py (an older version, say) that runs every '
+                             'imgstack case too, in the same shuffled rounds; its rows are '
+                             f'CASE{AGAINST}, and a table gives the ratios new / against')
     parser.add_argument('--seed', type=int, default=1,
                         help='seed of the frames and of the run order (default %(default)s)')
     only = parser.add_argument_group('filters')
@@ -1257,12 +1334,15 @@ def make_plan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Plan
                     budgets[case] = tuple(args.budgets[:1])
         siril = {n: SIRIL_CASES[n] for n in SIRIL_CASES if n in wanted}
         cases = {name: table[name] for name in table if name in cases}  # in table order
+    if args.against is not None and not os.path.isfile(args.against):
+        parser.error(f'argument --against: no file {args.against!r}')
     seed = args.seed
     return Plan(
         imgstack=os.path.abspath(args.imgstack),
         main_set=dataclasses.replace(main_set, seed=seed),
         scaling_set=None if args.no_scaling else dataclasses.replace(scaling_set, seed=seed),
         variants=tuple(variants), cases=cases, budgets=budgets, siril=siril,
+        against=None if args.against is None else os.path.abspath(args.against),
     )
 
 
@@ -1295,10 +1375,12 @@ def run_benchmark(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         converted = f'converted in {seconds:.1f} s' if state == 'converted' else 'cached'
         print(f'Siril sequence (convert, untimed): {siril_dir(main_set, data)}, {converted}')
     with tempfile.TemporaryDirectory(prefix='out-', dir=data) as out:
-        jobs = build_jobs(plan, data, out, imgstack_options(plan.imgstack))
+        known = {program: imgstack_options(program) for program, _ in plan.versions}
+        jobs = build_jobs(plan, data, out, known)
         buffer = bytearray(READ_CHUNK)
-        for job in jobs:  # warm-up, not counted: the interpreter and one floor
-            if job.key in (('startup', 'version', ''), ('floor', plan.variants[0], '')):
+        warm = [('startup', 'version' + suffix, '') for _, suffix in plan.versions]
+        for job in jobs:  # warm-up, not counted: the interpreter(s) and one floor
+            if job.key in (*warm, ('floor', plan.variants[0], '')):
                 measure(job, buffer, out)
         del buffer
         results = run_rounds(jobs, args.repeat, args.seed, out)
@@ -1310,6 +1392,14 @@ def run_benchmark(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
           'system) and of its system time; peak RSS is the largest over the runs; x floor is '
           'the ratio of medians, x floor min that of minimums')
     print(format_table(header, rows, {0, 1, 2, 13}))
+    if plan.against is not None:
+        print(f'\neach case (new, {plan.imgstack}) beside its {AGAINST} row ({plan.against}), '
+              'in the same rounds: medians, spreads and x floor of each; new/against is the '
+              'ratio of medians, min that of minimums, pairs the median (and range) of the '
+              'ratios of the runs made in the same round')
+        aheader = ['case', 'input', '-m', 'median s', f'{AGAINST} s', 'spread', AGAINST,
+                   'x floor', AGAINST, 'new/against', 'min', 'pairs (range)', 'note']
+        print(format_table(aheader, against_rows(results, plan), {0, 1, 11, 12}))
     if plan.siril:
         srows, sproblems = siril_rows(results, plan)
         problems += sproblems

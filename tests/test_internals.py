@@ -17,6 +17,7 @@ import itertools
 import math
 import signal
 import sys
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -474,18 +475,29 @@ def test_threshold_path_with_many_frames_matches_the_window_core(dtype):
 
 def test_percentile_decides_each_median_once(monkeypatch):
     # percentile's exact bounds depend on the median alone: with 0.2, 0.8 m
-    # is whole for a fifth of the medians, and each is decided once, not
-    # once per point (that made percentile 13 times as slow on a night)
+    # is whole for a fifth of the medians; each median is decided once, in
+    # integers, not once per point in fractions (that made percentile 13
+    # times as slow on a night)
     calls = []
     real = imgstack._percentile_bounds
     monkeypatch.setattr(imgstack, '_percentile_bounds',
-                        lambda *a: calls.append(a[0]) or real(*a))
+                        lambda twice, *a: calls.append(twice) or real(twice, *a))
     rng = np.random.default_rng(2)
     x = rng.normal(1000, 3, (12, 20000)).astype(np.uint16)
-    method = imgstack.Method(reject='percentile')
-    got = imgstack._clip_points(x, None, method)
+    got = imgstack._clip_points(x, None, imgstack.Method(reject='percentile'))
+    twice = [t for call in calls for t in call]
+    assert twice and len(twice) == len(set(twice))  # one chunk here: each once
+    assert len(twice) <= np.unique(2 * np.median(x, axis=0)).size
     medians = np.median(x, axis=0)
-    assert len(calls) == len(set(calls)) <= np.unique(medians).size
-    assert len(calls) > 0
     kept = (x >= np.ceil(0.8 * medians)) & (x <= np.floor(1.1 * medians))
     np.testing.assert_array_equal(got.rejected, (~kept).sum(axis=0))
+
+
+@pytest.mark.parametrize(('low', 'high'), [(0.2, 0.1), (0.5, 0.4375), (0.3, 0.7), (1e-17, 0.9)])
+def test_percentile_bounds_in_integers_are_exact(low, high):
+    twice = list(range(-2001, 2001, 7)) + [2 * 65535, 2 * (2**31 - 1), -2 * 2**31]
+    lows, highs = imgstack._percentile_bounds(twice, low, high)
+    for t, lo, hi in zip(twice, lows, highs):
+        m = Fraction(t, 2)
+        assert lo == math.ceil(m - Fraction(low) * m)
+        assert hi == math.floor(m + Fraction(high) * m)

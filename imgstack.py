@@ -2071,8 +2071,8 @@ def _clip_chunk(
     ``kept`` is None while every value is kept.
     """
     exact = v.dtype.kind in 'iu' and v.dtype.itemsize <= 2
-    # in memory order: the rows of a band's chunk lie far apart
-    x = np.ascontiguousarray(v) if exact else np.asarray(v, np.float64)
+    # in memory order for the passes: the rows of a band's chunk lie far apart
+    x = (np.ascontiguousarray(v) if iterations else v) if exact else np.asarray(v, np.float64)
     # for the median, sort each point's values once: sums do not depend on
     # the order, and the kept values of a point stay a run of its sorted
     # values (NaN sorts last), so each pass finds its median by index.
@@ -2100,7 +2100,7 @@ def _clip_chunk(
     below = np.zeros(x.shape[1], np.int64)
     active = np.arange(x.shape[1])  # the points still in the working set
     # small integers: the sums of squares too, exact, kept up to date
-    squares = _square_sums(x if kept is None else x * kept) if exact else None
+    squares = _square_sums(x if kept is None else x * kept) if exact and iterations else None
     passes = 0
     for _ in range(iterations):
         passes += 1
